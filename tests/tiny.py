@@ -1,0 +1,100 @@
+"""Tiny random-config models and a tiny real tokenizer, built offline for unit tests."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    GemmaConfig,
+    GPT2Config,
+    LlamaConfig,
+    MistralConfig,
+    Phi3Config,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+)
+
+from fints_agent.models import LoadedModel, wrap_model
+
+WORDS = (
+    "the a to from of get me weather in oslo paris tomorrow today play song music by take "
+    "airport office home ride transit bus car send message email sms text dana alex bob "
+    "search product review recommend buy book hotel flight news sport tech celsius fahrenheit "
+    "please now what is how can you i want find order food pizza sushi { } [ ] : , \" name "
+    "arguments tool call yes no 0 1 2 3 4 5 6 7 8 9 . ? ! hello world"
+).split()
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+VOCAB_SIZE = 128
+
+
+@cache
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A real fast tokenizer over a small word vocabulary with a ChatML-like template."""
+    specials = ["<pad>", "<unk>", "<|im_start|>", "<|im_end|>", "\n"]
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(specials + list(WORDS)))}
+    assert len(vocab) <= VOCAB_SIZE
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+    )
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def _config(family: str) -> Any:
+    common: dict[str, Any] = dict(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    if family == "llama":
+        return LlamaConfig(**common)
+    if family == "qwen2":
+        return Qwen2Config(**common)
+    if family == "mistral":
+        return MistralConfig(**common)
+    if family == "phi3":
+        return Phi3Config(**common)
+    if family == "gemma":
+        return GemmaConfig(**common, head_dim=8)
+    if family == "gpt2":
+        return GPT2Config(
+            vocab_size=VOCAB_SIZE, n_embd=32, n_layer=3, n_head=4, n_positions=256,
+            bos_token_id=2, eos_token_id=3, pad_token_id=0,
+        )  # fmt: skip
+    raise ValueError(family)
+
+
+FAMILIES = ("llama", "qwen2", "mistral", "phi3", "gemma", "gpt2")
+
+
+@cache
+def tiny_lm(family: str = "llama", seed: int = 0) -> LoadedModel:
+    """A tiny random-config model of one family, wrapped with the tiny tokenizer."""
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(_config(family), dtype=torch.float32)
+    return wrap_model(model, tiny_tokenizer(), name=f"tiny-{family}")
