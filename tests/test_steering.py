@@ -83,7 +83,7 @@ def test_capture_means_match_single_runs(family: str) -> None:
         seen = {}
         hooks = [
             found.module(layer, site).register_forward_hook(
-                lambda _m, _i, o, key=(li, si): seen.__setitem__(
+                lambda _m, _i, o, key=(li, si), seen=seen: seen.__setitem__(
                     key, o[0] if isinstance(o, tuple) else o
                 )
             )
@@ -124,8 +124,9 @@ def test_steered_forward_is_exact_shift(family: str) -> None:
         si = vec.sites.index(site)
         expected_shift = 2.5 * vec.tensor[0, si]
         # Attention at layer 1 sees a changed residual only if layer 1 attn is after the hook.
-        torch.testing.assert_close(seen[1] - seen[0], expected_shift.expand_as(seen[0]), atol=1e-5,
-                                   rtol=1e-5)  # fmt: skip
+        torch.testing.assert_close(
+            seen[1] - seen[0], expected_shift.expand_as(seen[0]), atol=1e-5, rtol=1e-5
+        )
 
 
 def test_steering_changes_logits_and_hooks_are_removed() -> None:
@@ -220,10 +221,12 @@ def test_no_captured_tensor_changed_in_place() -> None:
 
 def test_contrastive_vector_is_chosen_minus_mean_rejected() -> None:
     lm = tiny_lm("llama")
-    [vec] = contrastive_vectors(lm, [PROMPTS[0]], ["celsius"], [["fahrenheit", "today"]],
-                                layers=[0, 2])  # fmt: skip
-    means = capture_answer_means(lm, [PROMPTS[0]] * 3, ["celsius", "fahrenheit", "today"],
-                                 layers=[0, 2])  # fmt: skip
+    [vec] = contrastive_vectors(
+        lm, [PROMPTS[0]], ["celsius"], [["fahrenheit", "today"]], layers=[0, 2]
+    )
+    means = capture_answer_means(
+        lm, [PROMPTS[0]] * 3, ["celsius", "fahrenheit", "today"], layers=[0, 2]
+    )
     torch.testing.assert_close(vec.tensor, means[0] - means[1:].mean(0))
     assert vec.layers == (0, 2) and vec.sites == ("attn", "mlp")
 

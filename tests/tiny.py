@@ -20,13 +20,17 @@ from transformers import (
 
 from fints_agent.models import LoadedModel, wrap_model
 
-WORDS = (
-    "the a to from of get me weather in oslo paris tomorrow today play song music by take "
-    "airport office home ride transit bus car send message email sms text dana alex bob "
-    "search product review recommend buy book hotel flight news sport tech celsius fahrenheit "
-    "please now what is how can you i want find order food pizza sushi { } [ ] : , \" name "
-    "arguments tool call yes no 0 1 2 3 4 5 6 7 8 9 . ? ! hello world"
-).split()
+WORDS = tuple(
+    (
+        "the a to from of get me weather in oslo paris tomorrow today play song music by "
+        "take airport office home ride transit bus car send message email sms text dana "
+        "alex bob search product review recommend buy book hotel flight news sport tech "
+        "celsius fahrenheit please now what is how can you i want find order food pizza "
+        'sushi { } [ ] : , " name arguments tool call yes no 0 1 2 3 4 5 6 7 8 9 . ? !'
+        " "
+        "hello world"
+    ).split()
+)
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -83,9 +87,15 @@ def _config(family: str) -> Any:
         return GemmaConfig(**common, head_dim=8)
     if family == "gpt2":
         return GPT2Config(
-            vocab_size=VOCAB_SIZE, n_embd=32, n_layer=3, n_head=4, n_positions=256,
-            bos_token_id=2, eos_token_id=3, pad_token_id=0,
-        )  # fmt: skip
+            vocab_size=VOCAB_SIZE,
+            n_embd=32,
+            n_layer=3,
+            n_head=4,
+            n_positions=256,
+            bos_token_id=2,
+            eos_token_id=3,
+            pad_token_id=0,
+        )
     raise ValueError(family)
 
 

@@ -1,0 +1,77 @@
+"""Steering configuration: which layers and sites, how strong, how retrieval weights history.
+
+A configuration is saved per model (by fingerprint) in the user cache, so that a tuned
+configuration (``fints-agent tune``) is what the chat model uses by default for that model.
+
+Example:
+    >>> cfg = SteeringConfig(coefficient=2.0, layers=list(range(8, 22)))
+    >>> cfg.save_for(lm.fingerprint); SteeringConfig.for_model(lm.fingerprint) == cfg
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fints_agent.models import cache_dir
+
+__all__ = ["SteeringConfig"]
+
+
+class SteeringConfig(BaseModel):
+    """How a retrieved steering vector is applied.
+
+    Attributes:
+        layers: Decoder layers steered (``None``: all layers).
+        sites: ``"attn"`` and/or ``"mlp"``.
+        coefficient: Scale of the aggregated vector.
+        k: Past trajectories retrieved per turn.
+        temperature: Softmax temperature over similarities.
+        min_similarity: Below this best similarity, no steering.
+        steer_prompt: Steer prompt positions too (Fints steers every position).
+        gate: ``"all"`` steers every generated token; ``"choices"`` steers the tool name, enum,
+            number and boolean values and structure, not free-text string values copied from
+            the request.
+        recency_half_life: Halve a trajectory's weight every this many newer trajectories of
+            the same user (``None``: no recency weighting).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    layers: list[int] | None = None
+    sites: list[Literal["attn", "mlp"]] = Field(default_factory=lambda: ["attn", "mlp"])
+    coefficient: float = 2.0
+    k: int = Field(default=5, ge=1, le=100)
+    temperature: float = Field(default=0.1, gt=0)
+    min_similarity: float = 0.2
+    steer_prompt: bool = True
+    gate: Literal["all", "choices"] = "choices"
+    recency_half_life: float | None = None
+
+    @staticmethod
+    def path_for(fingerprint: str) -> Path:
+        """Where the configuration of a model is saved."""
+        return cache_dir() / "steering" / f"{fingerprint}.json"
+
+    def save_for(self, fingerprint: str) -> Path:
+        """Save as the default configuration of a model; returns the path."""
+        path = self.path_for(fingerprint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.model_dump_json(indent=2))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def for_model(cls, fingerprint: str) -> SteeringConfig:
+        """The saved configuration of a model, or the defaults."""
+        path = cls.path_for(fingerprint)
+        if path.is_file():
+            try:
+                return cls.model_validate(json.loads(path.read_text()))
+            except (ValueError, OSError):
+                pass
+        return cls()

@@ -1,0 +1,231 @@
+"""A batched KV-cache decode loop with optional steering and grammar constraints.
+
+The chat model, the benchmarks and the evaluation all generate through :func:`decode`. It yields
+one :class:`Step` per generated position, so callers can stream. Rows are left-padded; each row
+can carry its own steering vector (or none) and its own grammar matcher.
+
+Example:
+    >>> for step in decode(lm, [prompt], max_new_tokens=32):
+    ...     print(step.text_delta[0], end="")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from fints_agent.models import LoadedModel
+from fints_agent.steering.inject import Coefficients, SteeringHandle, steer
+from fints_agent.steering.vector import SteeringVector
+
+__all__ = ["Constraint", "DecodeStats", "Step", "decode", "generate_text", "stop_token_ids"]
+
+
+class Constraint(Protocol):
+    """What the decode loop needs from a grammar constraint (one matcher per batch row)."""
+
+    def mask_logits(self, logits: torch.Tensor) -> None:
+        """Set disallowed tokens of each row to -inf, in place."""
+
+    def accept(self, tokens: torch.Tensor) -> None:
+        """Advance each unfinished row's matcher by its sampled token."""
+
+    def finished(self, row: int) -> bool:
+        """Whether the row's grammar is complete."""
+
+
+@dataclass
+class Step:
+    """One decode step.
+
+    Attributes:
+        tokens: The token generated for each row (-1 for rows already finished).
+        text_delta: New text per row since the previous step.
+        done: Per row, whether the row has finished (after this step).
+    """
+
+    tokens: list[int]
+    text_delta: list[str]
+    done: list[bool]
+
+
+@dataclass
+class DecodeStats:
+    """Counts filled in while decoding."""
+
+    prompt_tokens: list[int] = field(default_factory=list)
+    generated_tokens: list[int] = field(default_factory=list)
+    finish_reason: list[str] = field(default_factory=list)
+
+
+GateFn = Callable[[list[str]], torch.Tensor | None]
+"""Given each row's text so far, the per-row steering gate for the next token (or None)."""
+
+
+def stop_token_ids(lm: LoadedModel) -> set[int]:
+    ids: set[int] = set()
+    tok = lm.tokenizer
+    for t in (tok.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
+        if isinstance(t, int):
+            ids.add(t)
+        elif isinstance(t, list):
+            ids.update(int(x) for x in t)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else None
+    if isinstance(im_end, int):
+        ids.add(im_end)
+    return ids
+
+
+def decode(
+    lm: LoadedModel,
+    prompts: Sequence[str] | Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int = 256,
+    constraint: Constraint | None = None,
+    vectors: SteeringVector | Sequence[SteeringVector | None] | None = None,
+    coefficients: Coefficients = 1.0,
+    steer_prompt: bool = True,
+    gate: GateFn | None = None,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    stats: DecodeStats | None = None,
+    stop_at_eos: bool = True,
+) -> Iterator[Step]:
+    """Generate from a batch of prompts, one step at a time.
+
+    Args:
+        lm: The model.
+        prompts: Prompt texts (chat-formatted) or token id lists.
+        max_new_tokens: Upper bound on generated tokens per row.
+        constraint: A grammar constraint with one matcher per row.
+        vectors: A steering vector for all rows, one per row (``None`` entries: unsteered).
+        coefficients: Steering scale per layer/site.
+        steer_prompt: Steer prompt positions too (the Fints default), else generated ones only.
+        gate: Per-step per-row steering gate from the texts generated so far.
+        temperature: 0 for greedy decoding, else sampling temperature.
+        seed: Seed for sampling.
+        stats: Filled with token counts and finish reasons.
+        stop_at_eos: Stop a row at an end-of-turn token (benchmarks turn this off).
+
+    Raises:
+        ValueError: Empty batch or an empty prompt.
+    """
+    if len(prompts) == 0:
+        raise ValueError("empty batch: no prompts given")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    tok = lm.tokenizer
+    rows = [
+        list(tok(p, add_special_tokens=False)["input_ids"]) if isinstance(p, str) else list(p)
+        for p in prompts
+    ]
+    if any(len(r) == 0 for r in rows):
+        raise ValueError("a prompt has zero tokens")
+    batch = len(rows)
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    device = lm.device
+    ids = torch.full((batch, width), pad, dtype=torch.long)
+    mask = torch.zeros((batch, width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    stop = stop_token_ids(lm) if stop_at_eos else set()
+    generator = torch.Generator(device="cpu")
+    if seed is not None:
+        generator.manual_seed(seed)
+    generated: list[list[int]] = [[] for _ in range(batch)]
+    texts = [""] * batch
+    done = [False] * batch
+    reasons = ["length"] * batch
+    if stats is not None:
+        stats.prompt_tokens = [len(r) for r in rows]
+
+    with ExitStack() as stack, torch.inference_mode():
+        handle: SteeringHandle | None = None
+        if vectors is not None:
+            handle = stack.enter_context(
+                steer(
+                    lm,
+                    vectors,
+                    coefficients=coefficients,
+                    from_position=0 if steer_prompt else width,
+                )
+            )
+        cache: Any = None
+        step_ids, step_pos, attn = ids, positions, mask
+        for _ in range(max_new_tokens):
+            if handle is not None and gate is not None:
+                handle.set_gate(gate(texts))
+            out = lm.model(
+                input_ids=step_ids,
+                attention_mask=attn,
+                position_ids=step_pos,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = out.cache
+            logits = out.logits[:, -1, :].float()
+            if constraint is not None:
+                constraint.mask_logits(logits)
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1).cpu()
+                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            else:
+                nxt = logits.argmax(-1).cpu()
+            if constraint is not None:
+                constraint.accept(nxt)
+            tokens: list[int] = []
+            deltas: list[str] = []
+            for i in range(batch):
+                if done[i]:
+                    tokens.append(-1)
+                    deltas.append("")
+                    continue
+                t = int(nxt[i])
+                tokens.append(t)
+                grammar_done = constraint is not None and constraint.finished(i)
+                if t in stop and (constraint is None or grammar_done):
+                    done[i] = True
+                    reasons[i] = "stop"
+                    deltas.append("")
+                    continue
+                generated[i].append(t)
+                new_text = tok.decode(generated[i], skip_special_tokens=True)
+                # Hold back text while a multi-byte character is incomplete.
+                if new_text.startswith(texts[i]) and not new_text.endswith("\ufffd"):
+                    deltas.append(new_text[len(texts[i]) :])
+                    texts[i] = new_text
+                else:
+                    deltas.append("")
+                if grammar_done:
+                    done[i] = True
+                    reasons[i] = "stop"
+                if done[i]:
+                    final = tok.decode(generated[i], skip_special_tokens=True)
+                    deltas[-1] += final[len(texts[i]) :]
+                    texts[i] = final
+            yield Step(tokens, deltas, list(done))
+            if all(done):
+                break
+            step_ids = torch.tensor([[max(t, 0)] for t in tokens], device=device)
+            attn = torch.cat([attn, torch.ones((batch, 1), dtype=attn.dtype, device=device)], 1)
+            step_pos = step_pos[:, -1:] + 1
+    if stats is not None:
+        stats.generated_tokens = [len(g) for g in generated]
+        stats.finish_reason = reasons
+
+
+def generate_text(lm: LoadedModel, prompts: Sequence[str], **kwargs: Any) -> list[str]:
+    """Run :func:`decode` to the end and return each row's text."""
+    texts = [""] * len(prompts)
+    for step in decode(lm, prompts, **kwargs):
+        texts = [t + d for t, d in zip(texts, step.text_delta, strict=True)]
+    return texts
