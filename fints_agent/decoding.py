@@ -67,6 +67,11 @@ GateFn = Callable[[list[str]], torch.Tensor | None]
 
 
 def stop_token_ids(lm: LoadedModel) -> set[int]:
+    """Token ids that end a turn: EOS of the tokenizer and of the generation config, and
+    ``<|im_end|>`` where the vocabulary has it (cached per model)."""
+    cached = getattr(lm, "_stop_ids", None)
+    if cached is not None:
+        return set(cached)
     ids: set[int] = set()
     tok = lm.tokenizer
     for t in (tok.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
@@ -74,9 +79,10 @@ def stop_token_ids(lm: LoadedModel) -> set[int]:
             ids.add(t)
         elif isinstance(t, list):
             ids.update(int(x) for x in t)
-    im_end = tok.convert_tokens_to_ids("<|im_end|>") if "<|im_end|>" in tok.get_vocab() else None
-    if isinstance(im_end, int):
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    if isinstance(im_end, int) and im_end != tok.unk_token_id:
         ids.add(im_end)
+    object.__setattr__(lm, "_stop_ids", frozenset(ids))
     return ids
 
 
@@ -94,6 +100,7 @@ def decode(
     seed: int | None = None,
     stats: DecodeStats | None = None,
     stop_at_eos: bool = True,
+    jump_forward: bool = True,
 ) -> Iterator[Step]:
     """Generate from a batch of prompts, one step at a time.
 
@@ -110,6 +117,8 @@ def decode(
         seed: Seed for sampling.
         stats: Filled with token counts and finish reasons.
         stop_at_eos: Stop a row at an end-of-turn token (benchmarks turn this off).
+        jump_forward: With one row and a grammar, feed the tokens the grammar forces next
+            (for example ``{"name": "``) in the same forward pass as the sampled token.
 
     Raises:
         ValueError: Empty batch or an empty prompt.
@@ -160,6 +169,8 @@ def decode(
             )
         cache: Any = None
         step_ids, step_pos, attn = ids, positions, mask
+        use_jump = jump_forward and batch == 1 and hasattr(constraint, "forced_tokens")
+        jumper: Any = constraint if use_jump else None
         for _ in range(max_new_tokens):
             if handle is not None and gate is not None:
                 handle.set_gate(gate(texts))
@@ -176,8 +187,11 @@ def decode(
             if constraint is not None:
                 constraint.mask_logits(logits)
             if temperature > 0:
+                # Exponential race: argmax(p / E), E ~ Exp(1), samples from p (and is much
+                # faster than torch.multinomial over a large vocabulary).
                 probs = torch.softmax(logits / temperature, dim=-1).cpu()
-                nxt = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+                race = torch.empty_like(probs).exponential_(generator=generator)
+                nxt = (probs / race).argmax(-1)
             else:
                 nxt = logits.argmax(-1).cpu()
             if constraint is not None:
@@ -212,12 +226,29 @@ def decode(
                     final = tok.decode(generated[i], skip_special_tokens=True)
                     deltas[-1] += final[len(texts[i]) :]
                     texts[i] = final
+            # Jump-forward: text the grammar forces next is fed in the same forward pass.
+            forced: list[int] = []
+            if jumper is not None and not done[0] and len(generated[0]) < max_new_tokens:
+                forced = jumper.forced_tokens(0)[: max_new_tokens - len(generated[0])]
+                if forced:
+                    jumper.accept_tokens(0, forced)
+                    generated[0].extend(forced)
+                    final = tok.decode(generated[0], skip_special_tokens=True)
+                    if final.startswith(texts[0]) and not final.endswith("\ufffd"):
+                        deltas[0] += final[len(texts[0]) :]
+                        texts[0] = final
+                    if jumper.finished(0):
+                        done[0] = True
+                        reasons[0] = "stop"
             yield Step(tokens, deltas, list(done))
-            if all(done):
+            if all(done) or (batch == 1 and len(generated[0]) >= max_new_tokens):
                 break
-            step_ids = torch.tensor([[max(t, 0)] for t in tokens], device=device)
-            attn = torch.cat([attn, torch.ones((batch, 1), dtype=attn.dtype, device=device)], 1)
-            step_pos = step_pos[:, -1:] + 1
+            width_step = 1 + len(forced)
+            step_ids = torch.tensor([[max(t, 0), *forced] for t in tokens], device=device)
+            attn = torch.cat(
+                [attn, torch.ones((batch, width_step), dtype=attn.dtype, device=device)], 1
+            )
+            step_pos = step_pos[:, -1:] + torch.arange(1, width_step + 1, device=device)
     if stats is not None:
         stats.generated_tokens = [len(g) for g in generated]
         stats.finish_reason = reasons

@@ -37,7 +37,15 @@ from fints_agent.models import LoadedModel
 from fints_agent.prompting import PromptRenderer
 from fints_agent.steering.vector import SteeringVector
 
-__all__ = ["Personalization", "TurnEngine", "TurnRequest", "TurnResult", "TurnStream"]
+__all__ = [
+    "Personalization",
+    "PreparedTurn",
+    "RowConstraints",
+    "TurnEngine",
+    "TurnRequest",
+    "TurnResult",
+    "TurnStream",
+]
 
 Personalization = Literal["none", "steer", "rag", "rag+steer"]
 """How a user's history is used: not at all, as a steering vector, as prompt examples, or both."""
@@ -244,61 +252,64 @@ class TurnEngine:
         return (ConstrainedDecoder(grammar, 1) if grammar else None), allowed
 
     # -- a whole turn ------------------------------------------------------------------------
-    def run(self, req: TurnRequest) -> TurnStream:
-        """Start a turn; iterate the stream for text deltas."""
-        # Everything that can fail on bad input fails here, before any generation.
+    def prepare(self, req: TurnRequest) -> PreparedTurn:
+        """Everything before generation; all bad input fails here, before any generation."""
         constraint, allowed = self._constraint(req)
         retrieval = self.retrieve(req)
         prompt, _ = self.render(req, retrieval)
         vector = None
         if retrieval is not None and req.personalization in ("steer", "rag+steer"):
             vector = retrieval.vector
-        info = _steering_info(req, retrieval, vector is not None)
-        stream = TurnStream(iter(()))
-        stream._steps = self._generate(req, prompt, constraint, allowed, vector, info, stream)
-        return stream
-
-    def _generate(
-        self,
-        req: TurnRequest,
-        prompt: str,
-        constraint: ConstrainedDecoder | None,
-        allowed: list[ToolSpec],
-        vector: SteeringVector | None,
-        info: dict[str, Any],
-        stream: TurnStream,
-    ) -> Iterator[str]:
         cfg = self.config
-        coefficients: Any = cfg.coefficient
         if vector is not None:
             keep = [x for x in (cfg.layers or vector.layers) if x in vector.layers]
             sites = [s for s in cfg.sites if s in vector.sites]
             vector = vector.select(keep, sites) if keep and sites else None
-        gate = None
-        if vector is not None and cfg.gate == "choices" and allowed:
-            specs = list(allowed)
+        info = _steering_info(req, retrieval, vector is not None)
+        gate_specs = allowed if vector is not None and cfg.gate == "choices" else []
+        return PreparedTurn(req, prompt, constraint, allowed, vector, info, gate_specs)
 
-            def gate(texts: list[str]) -> torch.Tensor:
-                return torch.tensor([0.0 if in_free_text_value(t, specs) else 1.0 for t in texts])
+    def run(self, req: TurnRequest) -> TurnStream:
+        """Start a turn; iterate the stream for text deltas."""
+        prepared = self.prepare(req)
+        stream = TurnStream(iter(()))
+        stream._steps = self._generate(prepared, stream)
+        return stream
 
+    def _gate(self, turns: Sequence[PreparedTurn]) -> Any:
+        if not any(t.gate_specs for t in turns):
+            return None
+
+        def gate(texts: list[str]) -> torch.Tensor:
+            return torch.tensor(
+                [
+                    0.0 if t.gate_specs and in_free_text_value(text, t.gate_specs) else 1.0
+                    for t, text in zip(turns, texts, strict=True)
+                ]
+            )
+
+        return gate
+
+    def _generate(self, turn: PreparedTurn, stream: TurnStream) -> Iterator[str]:
+        req = turn.request
         stats = DecodeStats()
         text = ""
         with self.lm.lock:
             for step in decode(
                 self.lm,
-                [prompt],
+                [turn.prompt],
                 max_new_tokens=req.max_new_tokens,
-                constraint=constraint,
-                vectors=vector,
-                coefficients=coefficients,
-                steer_prompt=cfg.steer_prompt,
-                gate=gate,
+                constraint=turn.constraint,
+                vectors=turn.vector,
+                coefficients=self.config.coefficient,
+                steer_prompt=self.config.steer_prompt,
+                gate=self._gate([turn]),
                 temperature=req.temperature,
                 seed=req.seed,
                 stats=stats,
             ):
                 delta = step.text_delta[0]
-                if req.stop and constraint is None:
+                if req.stop and turn.constraint is None:
                     cut = _first_stop(text + delta, req.stop)
                     if cut is not None:
                         tail = (text + delta)[:cut][len(text) :]
@@ -310,19 +321,22 @@ class TurnEngine:
                 text += delta
                 if delta:
                     yield delta
-        if req.json_schema is not None:
+        stream.result = self._result(turn, text, stats, 0)
+
+    def _result(self, turn: PreparedTurn, text: str, stats: DecodeStats, row: int) -> TurnResult:
+        if turn.request.json_schema is not None:
             calls, invalid, content = [], [], text
         else:
-            calls, invalid, content = parse_calls(text, allowed)
-        stream.result = TurnResult(
+            calls, invalid, content = parse_calls(text, turn.allowed)
+        return TurnResult(
             text=text,
             content=content,
             calls=calls,
             invalid_calls=invalid,
-            prompt_tokens=stats.prompt_tokens[0] if stats.prompt_tokens else 0,
-            completion_tokens=stats.generated_tokens[0] if stats.generated_tokens else 0,
-            finish_reason=stats.finish_reason[0] if stats.finish_reason else "stop",
-            steering=info,
+            prompt_tokens=stats.prompt_tokens[row] if stats.prompt_tokens else 0,
+            completion_tokens=stats.generated_tokens[row] if stats.generated_tokens else 0,
+            finish_reason=stats.finish_reason[row] if stats.finish_reason else "stop",
+            steering=turn.info,
         )
 
     def complete(self, req: TurnRequest) -> TurnResult:
@@ -332,6 +346,72 @@ class TurnEngine:
             pass
         assert stream.result is not None
         return stream.result
+
+    def complete_batch(self, requests: Sequence[TurnRequest]) -> list[TurnResult]:
+        """Run several independent turns (of one or many users) in one padded batch.
+
+        Each row keeps its own tools, grammar and steering vector. Greedy decoding gives the
+        same calls as running the turns one by one, up to floating-point ties.
+        """
+        if not requests:
+            return []
+        turns = [self.prepare(r) for r in requests]
+        vectors = [t.vector for t in turns]
+        stats = DecodeStats()
+        texts = [""] * len(turns)
+        with self.lm.lock:
+            for step in decode(
+                self.lm,
+                [t.prompt for t in turns],
+                max_new_tokens=max(r.max_new_tokens for r in requests),
+                constraint=RowConstraints([t.constraint for t in turns]),
+                vectors=vectors if any(v is not None for v in vectors) else None,
+                coefficients=self.config.coefficient,
+                steer_prompt=self.config.steer_prompt,
+                gate=self._gate(turns),
+                temperature=requests[0].temperature,
+                seed=requests[0].seed,
+                stats=stats,
+            ):
+                texts = [t + d for t, d in zip(texts, step.text_delta, strict=True)]
+        return [self._result(t, texts[i], stats, i) for i, t in enumerate(turns)]
+
+
+@dataclass
+class PreparedTurn:
+    """A turn ready to generate: prompt, grammar, steering vector and its explanation."""
+
+    request: TurnRequest
+    prompt: str
+    constraint: ConstrainedDecoder | None
+    allowed: list[ToolSpec]
+    vector: SteeringVector | None
+    info: dict[str, Any]
+    gate_specs: list[ToolSpec]
+
+
+class RowConstraints:
+    """Per-row grammars for a batch whose rows offer different tools (None: unconstrained)."""
+
+    def __init__(self, rows: Sequence[ConstrainedDecoder | None]) -> None:
+        self.rows = list(rows)
+
+    def mask_logits(self, logits: torch.Tensor) -> None:
+        """Mask each constrained row with its own grammar."""
+        for i, c in enumerate(self.rows):
+            if c is not None:
+                c.mask_logits(logits[i : i + 1])
+
+    def accept(self, tokens: torch.Tensor) -> None:
+        """Advance each constrained row."""
+        for i, c in enumerate(self.rows):
+            if c is not None and not c.finished(0):
+                c.accept(tokens[i : i + 1])
+
+    def finished(self, row: int) -> bool:
+        """Whether a row's grammar is complete (unconstrained rows: never)."""
+        c = self.rows[row]
+        return c is not None and c.finished(0)
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:

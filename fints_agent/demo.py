@@ -1,0 +1,248 @@
+"""The main demo: two users, the same requests, different tool calls.
+
+A LangChain agent (``langchain.agents.create_agent``) runs on :class:`FintsChatModel` with a few
+web-API tools (local implementations, no network). Two users with different histories send the
+same requests; each user's calls follow their own history, and the trajectories and weights that
+steered each call are printed beside it. Run it with ``fints-agent demo`` (or ``make demo``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import textwrap
+import time
+from typing import Any, Literal
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.tools import tool
+
+__all__ = ["HISTORIES", "REQUESTS", "TOOLS", "run_demo"]
+
+
+@tool
+def get_transit_directions(origin: str, destination: str) -> str:
+    """Public transport directions (bus, metro, train) between two places."""
+    return f"Take the metro from {origin} to {destination}: 24 min, 1 change."
+
+
+@tool
+def book_ride(pickup: str, dropoff: str, ride_type: Literal["standard", "premium"]) -> str:
+    """Book a taxi ride from a pickup place to a drop-off place."""
+    return f"A {ride_type} ride from {pickup} to {dropoff} arrives in 6 min."
+
+
+@tool
+def get_weather(city: str, units: Literal["celsius", "fahrenheit"]) -> str:
+    """Weather forecast for a city in the given units."""
+    return f"{city}: 18 degrees {units}, light wind."
+
+
+@tool
+def search_product_by_query(query: str) -> str:
+    """Search the shop's catalogue for products matching a query."""
+    return f"3 products match {query!r}."
+
+
+@tool
+def get_recommendations_by_history(category: str) -> str:
+    """Recommend products in a category from the user's purchase history."""
+    return f"Recommended for you in {category}: 3 items."
+
+
+TOOLS = [
+    get_transit_directions,
+    book_ride,
+    get_weather,
+    search_product_by_query,
+    get_recommendations_by_history,
+]
+
+Call = dict[str, Any]
+
+HISTORIES: dict[str, list[tuple[str, Call]]] = {
+    "alice": [
+        (
+            "How do I get from the library to the stadium?",
+            {
+                "name": "get_transit_directions",
+                "arguments": {"origin": "library", "destination": "stadium"},
+            },
+        ),
+        (
+            "I need to get from my hotel to the museum.",
+            {
+                "name": "get_transit_directions",
+                "arguments": {"origin": "hotel", "destination": "museum"},
+            },
+        ),
+        (
+            "Get me from the office to the train station.",
+            {
+                "name": "get_transit_directions",
+                "arguments": {"origin": "office", "destination": "train station"},
+            },
+        ),
+        (
+            "What's the weather like in Berlin?",
+            {"name": "get_weather", "arguments": {"city": "Berlin", "units": "celsius"}},
+        ),
+        (
+            "Will it be warm in Rome this weekend?",
+            {"name": "get_weather", "arguments": {"city": "Rome", "units": "celsius"}},
+        ),
+        (
+            "I'm looking for running shoes.",
+            {"name": "search_product_by_query", "arguments": {"query": "running shoes"}},
+        ),
+        (
+            "Find me a good coffee grinder.",
+            {"name": "search_product_by_query", "arguments": {"query": "coffee grinder"}},
+        ),
+    ],
+    "bob": [
+        (
+            "How do I get from the library to the stadium?",
+            {
+                "name": "book_ride",
+                "arguments": {"pickup": "library", "dropoff": "stadium", "ride_type": "standard"},
+            },
+        ),
+        (
+            "I need to get from my hotel to the museum.",
+            {
+                "name": "book_ride",
+                "arguments": {"pickup": "hotel", "dropoff": "museum", "ride_type": "standard"},
+            },
+        ),
+        (
+            "Get me from the office to the train station.",
+            {
+                "name": "book_ride",
+                "arguments": {
+                    "pickup": "office",
+                    "dropoff": "train station",
+                    "ride_type": "standard",
+                },
+            },
+        ),
+        (
+            "What's the weather like in Berlin?",
+            {"name": "get_weather", "arguments": {"city": "Berlin", "units": "fahrenheit"}},
+        ),
+        (
+            "Will it be warm in Rome this weekend?",
+            {"name": "get_weather", "arguments": {"city": "Rome", "units": "fahrenheit"}},
+        ),
+        (
+            "I'm looking for running shoes.",
+            {"name": "get_recommendations_by_history", "arguments": {"category": "shoes"}},
+        ),
+        (
+            "Find me a good coffee grinder.",
+            {"name": "get_recommendations_by_history", "arguments": {"category": "kitchen"}},
+        ),
+    ],
+}
+
+REQUESTS = [
+    "Get me from the airport to the city center.",
+    "What's the weather in Oslo tomorrow?",
+    "I want a new pair of headphones.",
+]
+
+
+def _first_call(messages: list[Any]) -> tuple[AIMessage | None, dict[str, Any]]:
+    for m in messages:
+        if isinstance(m, AIMessage) and (m.tool_calls or m.invalid_tool_calls):
+            return m, m.response_metadata.get("fints", {})
+    return None, {}
+
+
+def _describe(message: AIMessage | None) -> str:
+    if message is None:
+        return "(no call)"
+    if message.tool_calls:
+        c = message.tool_calls[0]
+        args = ", ".join(f"{k}={v!r}" for k, v in c["args"].items())
+        return f"{c['name']}({args})"
+    return f"(invalid call: {message.invalid_tool_calls[0].get('error')})"
+
+
+def run_demo(
+    store: str | None = None, *, fresh: bool = True, verbose: bool = True
+) -> dict[str, Any]:
+    """Run the demo; returns each user's calls and steering explanations.
+
+    Args:
+        store: Memory directory (default: a temporary directory, removed afterwards).
+        fresh: Start from an empty memory.
+        verbose: Print the side-by-side table.
+    """
+    from langchain.agents import create_agent
+
+    from fints_agent.chat_model import FintsChatModel
+
+    tmp = None
+    if store is None:
+        tmp = tempfile.mkdtemp(prefix="fints-demo-")
+        store = tmp
+    elif fresh:
+        shutil.rmtree(store, ignore_errors=True)
+    try:
+        llm = FintsChatModel(memory=store, max_tokens=96)
+        start = time.perf_counter()
+        lm = llm.load()
+        if verbose:
+            print(
+                f"model: {lm.name} ({type(lm.model).__name__}, {lm.num_layers} layers, "
+                f"fingerprint {lm.fingerprint}), loaded in {time.perf_counter() - start:.1f} s"
+            )
+            print(f"memory: {store}")
+        ids: dict[str, dict[str, str]] = {}
+        for user, history in HISTORIES.items():
+            ids[user] = {}
+            for request, call in history:
+                tid = llm.record_feedback(user, [HumanMessage(request)], TOOLS, call)
+                ids[user][tid] = request
+            if verbose:
+                print(f"recorded {len(history)} past trajectories for {user}")
+        agent = create_agent(llm, tools=TOOLS)
+        results: dict[str, list[dict[str, Any]]] = {user: [] for user in HISTORIES}
+        for request in REQUESTS:
+            for user in HISTORIES:
+                state = agent.invoke(
+                    {"messages": [HumanMessage(request)]},
+                    config={"configurable": {"user_id": user}, "recursion_limit": 8},
+                )
+                message, info = _first_call(state["messages"])
+                results[user].append({"request": request, "call": _describe(message), **info})
+        if verbose:
+            _print_table(results, ids)
+        return results
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _print_table(results: dict[str, list[dict[str, Any]]], ids: dict[str, dict[str, str]]) -> None:
+    users = list(results)
+    width = 58
+    print()
+    print("  ".join(f"{u:<{width}}" for u in users))
+    print("  ".join("-" * width for _ in users))
+    for i, request in enumerate(REQUESTS):
+        print(f"request: {request}")
+        columns = []
+        for user in users:
+            r = results[user][i]
+            lines = [f"call: {r['call']}"]
+            lines.append("steered by:" if r.get("steered") else "not steered")
+            for t in r.get("trajectories", [])[:3]:
+                past = ids[user].get(t["id"], t["id"])
+                lines.append(f"  {t['weight']:.2f}  {past}")
+            wrapped = [w for line in lines for w in textwrap.wrap(line, width) or [""]]
+            columns.append(wrapped)
+        for row in range(max(len(c) for c in columns)):
+            print("  ".join(f"{(c[row] if row < len(c) else ''):<{width}}" for c in columns))
+        print()

