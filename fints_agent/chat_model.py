@@ -121,7 +121,7 @@ class FintsChatModel(BaseChatModel):
     stop: list[str] | None = None
     """Stop sequences for text answers."""
     parallel_tool_calls: bool = False
-    """Allow several calls in one answer (also per call: ``bind_tools(..., parallel_tool_calls=True)``)."""
+    """Allow several calls in one answer (or per call: ``parallel_tool_calls=True``)."""
 
     _memory_obj: Any = PrivateAttr(default=None)
 
@@ -357,7 +357,7 @@ class FintsChatModel(BaseChatModel):
         chat = (
             to_chat_dicts(messages)  # type: ignore[arg-type]
             if messages and isinstance(messages[0], BaseMessage)
-            else [dict(m) for m in messages]  # type: ignore[arg-type]
+            else [dict(m) for m in messages]
         )
         specs = to_tool_specs(list(tools))
         memory = self.get_memory()

@@ -29,7 +29,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from fints_agent.bench import SECTIONS, run_bench
 
-    sections = SECTIONS if args.only is None else [s.strip() for s in args.only.split(",")]
+    sections = list(SECTIONS) if args.only is None else [s.strip() for s in args.only.split(",")]
     unknown = [s for s in sections if s not in SECTIONS]
     if unknown:
         print(f"unknown sections {unknown}; choose from {list(SECTIONS)}", file=sys.stderr)

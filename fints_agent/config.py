@@ -42,7 +42,7 @@ class SteeringConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     layers: list[int] | None = None
-    sites: list[Literal["attn", "mlp"]] = Field(default_factory=lambda: ["attn", "mlp"])
+    sites: list[Literal["attn", "mlp"]] = Field(default_factory=lambda: ["attn", "mlp"])  # type: ignore[arg-type]
     coefficient: float = 2.0
     k: int = Field(default=5, ge=1, le=100)
     temperature: float = Field(default=0.1, gt=0)

@@ -96,6 +96,8 @@ def decode(
     coefficients: Coefficients = 1.0,
     steer_prompt: bool = True,
     gate: GateFn | None = None,
+    no_repeat_ngram: int = 0,
+    repeat_scope: Callable[[list[str]], list[bool]] | None = None,
     temperature: float = 0.0,
     seed: int | None = None,
     stats: DecodeStats | None = None,
@@ -113,6 +115,11 @@ def decode(
         coefficients: Steering scale per layer/site.
         steer_prompt: Steer prompt positions too (the Fints default), else generated ones only.
         gate: Per-step per-row steering gate from the texts generated so far.
+        no_repeat_ngram: Forbid a token that would repeat an n-gram of this size already
+            generated in the row (0: off), unless it is the only token the grammar allows.
+            Small models otherwise loop inside free text.
+        repeat_scope: Per row, whether the n-gram rule applies at the next token (for
+            example only inside free-text string values of a call).
         temperature: 0 for greedy decoding, else sampling temperature.
         seed: Seed for sampling.
         stats: Filled with token counts and finish reasons.
@@ -186,6 +193,11 @@ def decode(
             logits = out.logits[:, -1, :].float()
             if constraint is not None:
                 constraint.mask_logits(logits)
+            if no_repeat_ngram > 1:
+                scope = repeat_scope(texts) if repeat_scope is not None else [True] * batch
+                for i in range(batch):
+                    if scope[i] and not done[i]:
+                        _ban_repeats(logits[i], generated[i], no_repeat_ngram)
             if temperature > 0:
                 # Exponential race: argmax(p / E), E ~ Exp(1), samples from p (and is much
                 # faster than torch.multinomial over a large vocabulary).
@@ -252,6 +264,25 @@ def decode(
     if stats is not None:
         stats.generated_tokens = [len(g) for g in generated]
         stats.finish_reason = reasons
+
+
+def _ban_repeats(logits: torch.Tensor, generated: list[int], n: int) -> None:
+    """Set to -inf the tokens that would repeat an n-gram of ``generated`` (in place)."""
+    if len(generated) < n:
+        return
+    prefix = generated[len(generated) - n + 1 :]
+    banned = {
+        generated[j + n - 1]
+        for j in range(len(generated) - n + 1)
+        if generated[j : j + n - 1] == prefix
+    }
+    if not banned:
+        return
+    index = torch.tensor(sorted(banned), device=logits.device)
+    kept = logits[index].clone()
+    logits[index] = float("-inf")
+    if not torch.isfinite(logits).any():  # the grammar allows nothing else: keep them
+        logits[index] = kept
 
 
 def generate_text(lm: LoadedModel, prompts: Sequence[str], **kwargs: Any) -> list[str]:

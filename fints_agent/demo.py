@@ -180,6 +180,7 @@ def run_demo(
         verbose: Print the side-by-side table.
     """
     from langchain.agents import create_agent
+    from langchain.agents.middleware import ModelCallLimitMiddleware
 
     from fints_agent.chat_model import FintsChatModel
 
@@ -190,7 +191,7 @@ def run_demo(
     elif fresh:
         shutil.rmtree(store, ignore_errors=True)
     try:
-        llm = FintsChatModel(memory=store, max_tokens=96)
+        llm = FintsChatModel(memory=store, max_tokens=64)
         start = time.perf_counter()
         lm = llm.load()
         if verbose:
@@ -207,13 +208,18 @@ def run_demo(
                 ids[user][tid] = request
             if verbose:
                 print(f"recorded {len(history)} past trajectories for {user}")
-        agent = create_agent(llm, tools=TOOLS)
+        # Two model calls per request: the tool call, then the answer after the tool's result.
+        agent = create_agent(
+            llm,
+            tools=TOOLS,
+            middleware=[ModelCallLimitMiddleware(run_limit=2, exit_behavior="end")],
+        )
         results: dict[str, list[dict[str, Any]]] = {user: [] for user in HISTORIES}
         for request in REQUESTS:
             for user in HISTORIES:
                 state = agent.invoke(
                     {"messages": [HumanMessage(request)]},
-                    config={"configurable": {"user_id": user}, "recursion_limit": 8},
+                    config={"configurable": {"user_id": user}},
                 )
                 message, info = _first_call(state["messages"])
                 results[user].append({"request": request, "call": _describe(message), **info})

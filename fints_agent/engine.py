@@ -97,6 +97,8 @@ class TurnRequest:
         seed: Sampling seed.
         stop: Stop sequences (text generation only).
         parallel: Allow several calls in one answer (parallel calls).
+        no_repeat_ngram: Inside free text (plain answers and free-text string values of a
+            call), never repeat an n-gram of this size (0: off).
     """
 
     messages: list[dict[str, Any]]
@@ -110,6 +112,7 @@ class TurnRequest:
     seed: int | None = None
     stop: list[str] | None = None
     parallel: bool = False
+    no_repeat_ngram: int = 4
 
 
 @dataclass
@@ -276,6 +279,15 @@ class TurnEngine:
         stream._steps = self._generate(prepared, stream)
         return stream
 
+    def _repeat_scope(self, turns: Sequence[PreparedTurn]) -> Any:
+        def scope(texts: list[str]) -> list[bool]:
+            return [
+                t.constraint is None or in_free_text_value(text, t.allowed)
+                for t, text in zip(turns, texts, strict=True)
+            ]
+
+        return scope
+
     def _gate(self, turns: Sequence[PreparedTurn]) -> Any:
         if not any(t.gate_specs for t in turns):
             return None
@@ -304,6 +316,8 @@ class TurnEngine:
                 coefficients=self.config.coefficient,
                 steer_prompt=self.config.steer_prompt,
                 gate=self._gate([turn]),
+                no_repeat_ngram=req.no_repeat_ngram,
+                repeat_scope=self._repeat_scope([turn]),
                 temperature=req.temperature,
                 seed=req.seed,
                 stats=stats,
@@ -325,7 +339,9 @@ class TurnEngine:
 
     def _result(self, turn: PreparedTurn, text: str, stats: DecodeStats, row: int) -> TurnResult:
         if turn.request.json_schema is not None:
-            calls, invalid, content = [], [], text
+            calls: list[ToolCall] = []
+            invalid: list[InvalidToolCall] = []
+            content = text
         else:
             calls, invalid, content = parse_calls(text, turn.allowed)
         return TurnResult(
@@ -369,6 +385,8 @@ class TurnEngine:
                 coefficients=self.config.coefficient,
                 steer_prompt=self.config.steer_prompt,
                 gate=self._gate(turns),
+                no_repeat_ngram=requests[0].no_repeat_ngram,
+                repeat_scope=self._repeat_scope(turns),
                 temperature=requests[0].temperature,
                 seed=requests[0].seed,
                 stats=stats,

@@ -126,7 +126,7 @@ def model_fingerprint(model: PreTrainedModel) -> str:
         if k in cfg
     }
     h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())
-    emb = model.get_input_embeddings().weight.detach()
+    emb: torch.Tensor = model.get_input_embeddings().weight.detach()  # type: ignore[operator]
     sample = emb[: min(16, emb.shape[0]), : min(64, emb.shape[1])].to("cpu")
     # Through bfloat16, so that fp32 and bf16 loads of the same weights agree.
     h.update(sample.to(torch.bfloat16).to(torch.float32).numpy().tobytes())
@@ -147,8 +147,8 @@ def _load_default(dtype: torch.dtype, device: str) -> tuple[PreTrainedModel, Any
         try:
             tok = AutoTokenizer.from_pretrained(cached)
             model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
-            return model.to(device), tok, "cache"
-        except Exception:  # noqa: BLE001 - a broken cache is rebuilt from the GGUF below
+            return model.to(device), tok, "cache"  # type: ignore[arg-type]
+        except Exception:
             pass
     folder, name = _gguf_location()
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -229,7 +229,8 @@ def load_model(
         else:
             try:
                 tok = AutoTokenizer.from_pretrained(name)
-                model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype).to(device)
+                model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+                model = model.to(device)  # type: ignore[arg-type]
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(
                     f"cannot load model {name!r} offline: {exc}. Give a local directory or a "

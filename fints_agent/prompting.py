@@ -50,7 +50,10 @@ def _plain_message(message: Message) -> dict[str, Any]:
         content = (content + calls) if content else calls
     if role == "tool":
         name = message.get("name") or "tool"
-        return {"role": "user", "content": f"<tool_response name={name}>\n{content}\n</tool_response>"}
+        return {
+            "role": "user",
+            "content": f"<tool_response name={name}>\n{content}\n</tool_response>",
+        }
     if role not in ("system", "user", "assistant"):
         role = "user"
     return {"role": role, "content": content}
@@ -96,18 +99,27 @@ class PromptRenderer:
             kwargs["tools"] = list(tools)
         if examples:
             system_parts.append(examples)
-        chat = ([{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else [])
+        chat = [{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else []
         chat += rest
         text = self.tokenizer.apply_chat_template(
             chat, tokenize=False, add_generation_prompt=True, **kwargs
         )
         return str(text)
 
-    def render_call(self, name: str, arguments: Mapping[str, Any]) -> str:
-        """The answer text of one tool call, exactly as constrained decoding produces it."""
+    def render_call(
+        self,
+        name: str,
+        arguments: Mapping[str, Any],
+        parameters: Mapping[str, Any] | None = None,
+    ) -> str:
+        """The answer text of one tool call, exactly as constrained decoding produces it.
+
+        Pass the tool's ``parameters`` schema: keys are then written in the order the grammar
+        enforces, so the text is token for token what the model would generate.
+        """
         from fints_agent.calls.format import render_call
 
-        return render_call(name, dict(arguments))
+        return render_call(name, dict(arguments), parameters)
 
     def count_tokens(self, text: str) -> int:
         """Number of tokens of a rendered text."""

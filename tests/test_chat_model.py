@@ -10,7 +10,7 @@ import importlib.util
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import jsonschema
 import pytest
@@ -233,7 +233,7 @@ def test_context_overflow_drops_oldest_with_warning(tiny_dir: Path) -> None:
 
 def test_user_id_resolution_order() -> None:
     class RM:
-        metadata = {"user_id": "from-metadata"}
+        metadata: ClassVar[dict[str, str]] = {"user_id": "from-metadata"}
 
     assert resolve_user_id("explicit", RM(), "field") == "explicit"  # type: ignore[arg-type]
     assert resolve_user_id(None, RM(), "field") == "from-metadata"  # type: ignore[arg-type]

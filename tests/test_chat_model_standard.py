@@ -50,7 +50,7 @@ class TestFintsChatModelIntegration(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"model": "smollm2-135m-instruct", "max_tokens": 48, "personalization": "none"}
+        return {"model": "smollm2-135m-instruct", "max_tokens": 128, "personalization": "none"}
 
     @property
     def has_tool_choice(self) -> bool:

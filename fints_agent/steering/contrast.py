@@ -84,16 +84,24 @@ def contrastive_vectors(
             offsets.append(shared[j] if shared else 0)
     layer_list = list(range(len(find_sites(lm.model)))) if layers is None else list(layers)
     means = capture_answer_means(
-        lm, all_prompts, all_answers, layer_list, sites,
-        batch_size=batch_size, answer_offsets=offsets,
-    )  # fmt: skip
+        lm,
+        all_prompts,
+        all_answers,
+        layer_list,
+        sites,
+        batch_size=batch_size,
+        answer_offsets=offsets,
+    )
     vectors = []
     for start, n_rej in spans:
         diff = means[start] - means[start + 1 : start + 1 + n_rej].mean(0)
         vectors.append(
             SteeringVector(
-                diff, tuple(layer_list), tuple(sites), lm.fingerprint,
+                diff,
+                tuple(layer_list),
+                tuple(sites),
+                lm.fingerprint,
                 {"kind": "contrastive", "rejected": n_rej},
-            )  # fmt: skip
+            )
         )
     return vectors

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -101,7 +102,7 @@ def check_layers(layers: list[int] | tuple[int, ...], num_layers: int) -> None:
             raise IndexError(f"layer {layer} out of range: the model has {num_layers} layers")
 
 
-def check_sites(sites: list[str] | tuple[str, ...]) -> None:
+def check_sites(sites: Sequence[str]) -> None:
     """Raise ``ValueError`` if a site name is unknown or repeated."""
     for site in sites:
         if site not in SITES:

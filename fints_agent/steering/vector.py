@@ -72,9 +72,11 @@ class SteeringVector:
     ) -> SteeringVector:
         """An all-zero vector (the neutral element of ``+``)."""
         return cls(
-            torch.zeros(len(layers), len(sites), d_model), tuple(layers), tuple(sites),
+            torch.zeros(len(layers), len(sites), d_model),
+            tuple(layers),
+            tuple(sites),
             model_fingerprint,
-        )  # fmt: skip
+        )
 
     @property
     def d_model(self) -> int:
@@ -164,9 +166,7 @@ class SteeringVector:
     __hash__ = None  # type: ignore[assignment]
 
     @staticmethod
-    def weighted_sum(
-        vectors: Sequence[SteeringVector], weights: Sequence[float]
-    ) -> SteeringVector:
+    def weighted_sum(vectors: Sequence[SteeringVector], weights: Sequence[float]) -> SteeringVector:
         """``sum_i weights[i] * vectors[i]``, computed in one tensor op.
 
         Raises:
@@ -196,14 +196,18 @@ class SteeringVector:
         li = [self.layers.index(x) for x in layers]
         si = [self.sites.index(s) for s in sites]
         return SteeringVector(
-            self.tensor[li][:, si].clone(), layers, sites, self.model_fingerprint,
+            self.tensor[li][:, si].clone(),
+            layers,
+            sites,
+            self.model_fingerprint,
             dict(self.metadata),
-        )  # fmt: skip
+        )
 
     # -- flat form (for vector stores) ---------------------------------------------------------
     def flat(self) -> list[float]:
         """The tensor as one flat list of floats (row-major: layer, site, d_model)."""
-        return self.tensor.flatten().tolist()  # type: ignore[no-any-return]
+        values: list[float] = self.tensor.flatten().tolist()
+        return values
 
     def header(self) -> dict[str, Any]:
         """The metadata needed to rebuild a vector from :meth:`flat`."""
@@ -228,9 +232,11 @@ class SteeringVector:
                 f"{t.numel()} values do not fill {len(layers)}x{len(sites)}x{d_model}"
             )
         return cls(
-            t.reshape(len(layers), len(sites), d_model), layers, sites,
+            t.reshape(len(layers), len(sites), d_model),
+            layers,
+            sites,
             str(header["model_fingerprint"]),
-        )  # fmt: skip
+        )
 
     # -- persistence --------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -252,15 +258,19 @@ class SteeringVector:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
             tensors = load_file(str(path))
-            header = {k: json.loads(meta[k]) for k in ("layers", "sites", "d_model",
-                                                       "model_fingerprint")}  # fmt: skip
+            header = {
+                k: json.loads(meta[k]) for k in ("layers", "sites", "d_model", "model_fingerprint")
+            }
             extra = json.loads(meta.get("metadata", "{}"))
             tensor = tensors["vector"]
         except FileNotFoundError:
             raise
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        except Exception as exc:
             raise ValueError(f"{path} is not a steering vector file: {exc}") from exc
         return cls(
-            tensor, tuple(header["layers"]), tuple(header["sites"]),
-            header["model_fingerprint"], extra,
-        )  # fmt: skip
+            tensor,
+            tuple(header["layers"]),
+            tuple(header["sites"]),
+            header["model_fingerprint"],
+            extra,
+        )

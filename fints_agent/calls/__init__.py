@@ -1,0 +1,71 @@
+"""Tool calls: tool schemas in, grammar-constrained call generation, validation and parsing out.
+
+- :mod:`fints_agent.calls.schema`: :class:`ToolSpec`, :func:`to_tool_specs`,
+  :func:`validate_arguments`, :func:`parse_calls`.
+- :mod:`fints_agent.calls.format`: the call text format (:func:`render_call`,
+  :func:`render_tools_prompt`) and :class:`CallTracker` (what the next token belongs to).
+- :mod:`fints_agent.calls.constrain`: xgrammar grammars (:class:`CallGrammar`) and the
+  per-step masking of a decode loop (:class:`ConstrainedDecoder`).
+"""
+
+from fints_agent.calls.constrain import (
+    CallCompiler,
+    CallGrammar,
+    ConstrainedDecoder,
+    ToolMode,
+    get_compiler,
+    resolve_tool_choice,
+)
+from fints_agent.calls.format import (
+    CALL_CLOSE,
+    CALL_OPEN,
+    CALL_SEPARATOR,
+    CallPosition,
+    CallTracker,
+    call_position,
+    dump_json,
+    in_free_text_value,
+    order_arguments,
+    render_call,
+    render_calls,
+    render_tools_prompt,
+)
+from fints_agent.calls.schema import (
+    InvalidToolCall,
+    ToolCall,
+    ToolSchemaError,
+    ToolSpec,
+    new_call_id,
+    parse_calls,
+    to_tool_specs,
+    validate_arguments,
+)
+
+__all__ = [
+    "CALL_CLOSE",
+    "CALL_OPEN",
+    "CALL_SEPARATOR",
+    "CallCompiler",
+    "CallGrammar",
+    "CallPosition",
+    "CallTracker",
+    "ConstrainedDecoder",
+    "InvalidToolCall",
+    "ToolCall",
+    "ToolMode",
+    "ToolSchemaError",
+    "ToolSpec",
+    "call_position",
+    "dump_json",
+    "get_compiler",
+    "in_free_text_value",
+    "new_call_id",
+    "order_arguments",
+    "parse_calls",
+    "render_call",
+    "render_calls",
+    "render_tools_prompt",
+    "resolve_tool_choice",
+    "to_tool_specs",
+    "validate_arguments",
+]

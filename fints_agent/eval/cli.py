@@ -1,0 +1,315 @@
+"""``fints-agent eval {personal,bfcl}`` and ``fints-agent tune``.
+
+Examples:
+    fints-agent eval personal --data examples/data/personal_webapi.jsonl --method rag+steer
+    fints-agent eval personal --data examples/data/personal_webapi.jsonl --method steer --online
+    fints-agent eval bfcl --category simple_python --limit 50
+    fints-agent eval bfcl --category simple_python --limit 50 --steer-from-user u05 \\
+        --data examples/data/personal_webapi.jsonl
+    fints-agent tune --data examples/data/personal_webapi.jsonl --budget 25
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_eval_commands", "set_threads"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _existing_file(text: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return path
+
+
+def _print(result: dict[str, Any], out: str | None = None) -> None:
+    text = json.dumps(result, indent=2, ensure_ascii=False, default=str)
+    print(text)
+    if out:
+        Path(out).write_text(text + "\n", encoding="utf-8")
+
+
+def _config(args: argparse.Namespace, fingerprint: str) -> Any:
+    from fints_agent.config import SteeringConfig
+
+    if getattr(args, "config", None):
+        cfg = SteeringConfig.model_validate_json(Path(args.config).read_text())
+    else:
+        cfg = SteeringConfig.for_model(fingerprint)
+    if getattr(args, "recency_half_life", None) is not None:
+        cfg = cfg.model_copy(update={"recency_half_life": args.recency_half_life})
+    return cfg
+
+
+def set_threads(threads: int | None) -> int:
+    """Sets torch's intra-op threads; ``None`` or 0: one thread on a busy machine, else as is.
+
+    On a machine whose load average already reaches its core count, one thread per process is
+    about twice as fast as several threads competing for the same cores (measured on 2 cores).
+
+    Args:
+        threads: Threads to use (``None``/0: automatic).
+
+    Returns:
+        The number of threads now in use.
+    """
+    import os
+
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    else:
+        cores = os.cpu_count() or 1
+        try:
+            busy = os.getloadavg()[0] >= cores
+        except OSError:  # pragma: no cover - platforms without load averages
+            busy = False
+        if busy:
+            torch.set_num_threads(1)
+    return int(torch.get_num_threads())
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from fints_agent.models import load_model
+
+    set_threads(args.threads)
+    return load_model(args.model)
+
+
+def _cmd_personal(args: argparse.Namespace) -> int:
+    from fints_agent.eval.dataset import load_records
+    from fints_agent.eval.personal import run_personal
+
+    records = load_records(args.data)  # data errors surface before the model loads
+    lm = _load_model(args)
+    run = run_personal(
+        lm,
+        records,
+        args.method,
+        config=_config(args, lm.fingerprint),
+        k=args.k,
+        online=args.online,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        embedder=args.embedder,
+        progress=not args.quiet,
+    )
+    if args.out:
+        run.write_rows(args.out)
+        run.summary["rows_file"] = str(args.out)
+    _print(run.summary)
+    return 0
+
+
+def _cmd_bfcl(args: argparse.Namespace) -> int:
+    from fints_agent.eval.bfcl import load_bfcl
+    from fints_agent.eval.run_bfcl import run_bfcl, run_bfcl_no_harm
+
+    if (args.steer_from_user is None) != (args.data is None):
+        print(
+            "fints-agent eval bfcl: error: --steer-from-user and --data go together",
+            file=sys.stderr,
+        )
+        return 2
+    load_bfcl(args.category, 1)  # an unknown category fails before the model loads
+    records = None
+    if args.data is not None:
+        from fints_agent.eval.dataset import load_records
+
+        records = load_records(args.data)
+        if not any(r.user_id == args.steer_from_user and r.split == "history" for r in records):
+            raise ValueError(f"user {args.steer_from_user!r} has no history records in {args.data}")
+    lm = _load_model(args)
+    cfg = _config(args, lm.fingerprint)
+    if records is not None:
+        result = run_bfcl_no_harm(
+            lm,
+            args.category,
+            records,
+            args.steer_from_user,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            config=cfg,
+            embedder=args.embedder,
+            progress=not args.quiet,
+        )
+    else:
+        result = run_bfcl(
+            lm,
+            args.category,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            config=cfg,
+            progress=not args.quiet,
+        )
+    _print(result, args.out)
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from fints_agent.eval.dataset import load_records
+    from fints_agent.eval.tune import tune
+
+    records = load_records(args.data)
+    lm = _load_model(args)
+    result = tune(
+        lm,
+        records,
+        budget_minutes=args.budget,
+        users=args.users,
+        dev_per_user=args.dev_per_user,
+        batch_size=args.batch_size,
+        embedder=args.embedder,
+        save=not args.no_save,
+        progress=not args.quiet,
+        store=args.store,
+        steps=[x.strip() for x in args.steps.split(",") if x.strip()] if args.steps else None,
+    )
+    _print(result, args.out)
+    return 0
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", default=None, help="model name or path (default: the embedded SmolLM2-135M)"
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=8, help="turns per padded batch (default 8)"
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="torch threads (default: 1 when the machine is already busy, else torch's default)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_eval_commands(subparsers: Any) -> None:
+    """Registers ``eval {personal,bfcl}`` and ``tune`` on the ``fints-agent`` sub-parsers.
+
+    Args:
+        subparsers: The object returned by ``ArgumentParser.add_subparsers``.
+    """
+    from fints_agent.eval.bfcl import AST_CATEGORIES
+    from fints_agent.eval.personal import METHODS
+
+    evaluate = subparsers.add_parser("eval", help="personalized benchmark and BFCL")
+    which = evaluate.add_subparsers(dest="eval_command", required=True)
+
+    personal = which.add_parser(
+        "personal",
+        help="the personalized tool-calling benchmark",
+        description="Ingest every user's history into a fresh memory, answer their test turns "
+        "with tool_choice='any', print the scores as JSON.",
+    )
+    personal.add_argument("--data", type=_existing_file, required=True, help="JSON Lines dataset")
+    personal.add_argument("--method", choices=METHODS, required=True, help="how history is used")
+    personal.add_argument(
+        "--k", type=_positive_int, default=None, help="trajectories per turn (default: config, 5)"
+    )
+    personal.add_argument(
+        "--online", action="store_true", help="record each test turn's gold call after it"
+    )
+    personal.add_argument(
+        "--limit", type=_positive_int, default=None, help="test turns, spread over users"
+    )
+    personal.add_argument("--out", default=None, help="write per-turn results (JSON Lines)")
+    personal.add_argument("--config", type=_existing_file, default=None, help="SteeringConfig JSON")
+    personal.add_argument(
+        "--recency-half-life",
+        type=_positive_float,
+        default=None,
+        help="halve a trajectory's weight every N newer turns of its user",
+    )
+    personal.add_argument(
+        "--embedder", default="minilm", choices=("minilm", "lm"), help="retrieval embedder"
+    )
+    _common(personal)
+    personal.set_defaults(func=_cmd_personal)
+
+    bfcl = which.add_parser(
+        "bfcl",
+        help="BFCL single-turn categories with constrained decoding",
+        description="Answer BFCL cases and grade them with the official AST checker. With "
+        "--steer-from-user, compare unsteered and steered with that user's mean vector.",
+    )
+    bfcl.add_argument("--category", choices=AST_CATEGORIES, required=True)
+    bfcl.add_argument("--limit", type=_positive_int, default=None, help="first N cases")
+    bfcl.add_argument("--steer-from-user", default=None, help="user of --data whose memory steers")
+    bfcl.add_argument("--data", type=_existing_file, default=None, help="personalized dataset")
+    bfcl.add_argument("--config", type=_existing_file, default=None, help="SteeringConfig JSON")
+    bfcl.add_argument(
+        "--embedder", default="minilm", choices=("minilm", "lm"), help="retrieval embedder"
+    )
+    bfcl.add_argument("--out", default=None, help="also write the JSON here")
+    _common(bfcl)
+    bfcl.set_defaults(func=_cmd_bfcl)
+
+    tune = subparsers.add_parser(
+        "tune",
+        help="tune the steering configuration on history records",
+        description="Coordinate search over layers, sites, coefficient, gate, steer_prompt, k "
+        "and temperature on a dev split of the HISTORY records (test records are never read); "
+        "saves the best as the model's default SteeringConfig.",
+    )
+    tune.add_argument("--data", type=_existing_file, required=True, help="JSON Lines dataset")
+    tune.add_argument(
+        "--budget", type=_positive_float, default=25.0, help="minutes of search (default 25)"
+    )
+    tune.add_argument(
+        "--users",
+        type=_positive_int,
+        default=12,
+        help="tune on this many users, spread over user kinds (default 12)",
+    )
+    tune.add_argument(
+        "--dev-per-user",
+        type=_positive_int,
+        default=3,
+        help="latest history records per user held out as dev (default 3)",
+    )
+    tune.add_argument("--no-save", action="store_true", help="do not save the best config")
+    tune.add_argument(
+        "--store",
+        default=None,
+        help="keep the recorded history in this directory and reuse it on the next run",
+    )
+    tune.add_argument(
+        "--steps",
+        default=None,
+        help="comma-separated search steps to run (default all: steer_prompt, coefficient, "
+        "layers, sites, coefficient_refine, gate, k, temperature, recency_half_life)",
+    )
+    tune.add_argument(
+        "--embedder", default="minilm", choices=("minilm", "lm"), help="retrieval embedder"
+    )
+    tune.add_argument("--out", default=None, help="also write the JSON here")
+    _common(tune)
+    tune.set_defaults(func=_cmd_tune)

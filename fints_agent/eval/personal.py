@@ -1,0 +1,827 @@
+"""The personalized tool-calling benchmark: ingest each user's history, answer their test turns.
+
+Protocol (``fints-agent eval personal``):
+
+1. Every user's ``history`` records are recorded into one fresh memory (a temporary Chroma
+   directory per run; users are isolated by ``user_id``), with their chosen and rejected calls.
+2. Each user's ``test`` records are answered in turn order with ``tool_choice="any"`` (a call is
+   forced; constrained decoding makes it schema-valid), by one of the :data:`METHODS`:
+
+   * ``zero-shot``: the model alone (personalization ``"none"``);
+   * ``rag``: the user's most similar past requests and calls in the prompt;
+   * ``steer``: the Fints steering vector of the most similar past trajectories;
+   * ``rag+steer``: both;
+   * ``knn``: no model at all: copy the call of the user's most similar past trajectory whose
+     tool is offered (the memory's own retrieval, top-1).
+
+3. With ``online``, each test record's gold call (and its rejected calls) is recorded as
+   feedback right after it is answered, so later turns of the same user can use it; turns are
+   then batched across users only, one round of turns at a time.
+
+Test turns of all users are answered in padded batches (:meth:`TurnEngine.complete_batch`);
+the latency of a turn is reported as the wall time of its batch divided by the batch's rows.
+
+Example:
+    >>> run = run_personal(load_model(), load_records(path), "rag+steer", limit=40)
+    >>> run.summary["call_acc"], run.rows()[0]["domain"]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fints_agent.eval.dataset import PersonalRecord, UserRecords, group_by_user
+from fints_agent.eval.scoring import CallScore, score_call, summarize, values_equal
+
+if TYPE_CHECKING:
+    from fints_agent.config import SteeringConfig
+    from fints_agent.engine import TurnEngine, TurnRequest, TurnResult
+    from fints_agent.memory import Embedder, Memory
+    from fints_agent.models import LoadedModel
+
+__all__ = [
+    "LATENCY_BASIS",
+    "METHODS",
+    "PersonalRun",
+    "TurnOutcome",
+    "answer_turns",
+    "domain_history_counts",
+    "follow_label",
+    "history_memory",
+    "ingest_history",
+    "knn_call",
+    "machine_info",
+    "old_preference_call",
+    "open_memory",
+    "personalization_of",
+    "run_personal",
+    "select_test_records",
+    "summarize_outcomes",
+    "temporary_memory",
+]
+
+METHODS: tuple[str, ...] = ("zero-shot", "rag", "steer", "rag+steer", "knn")
+"""The methods of the benchmark, in the order results are reported."""
+
+_PERSONALIZATION = {"zero-shot": "none", "rag": "rag", "steer": "steer", "rag+steer": "rag+steer"}
+
+LATENCY_BASIS = "batch wall time / rows in the batch (retrieval, prompt and decoding included)"
+"""How per-turn latencies are measured when turns run in batches."""
+
+
+def personalization_of(method: str) -> str:
+    """The engine's ``personalization`` for an LM method.
+
+    Args:
+        method: One of :data:`METHODS` except ``knn``.
+
+    Returns:
+        ``"none"``, ``"rag"``, ``"steer"`` or ``"rag+steer"``.
+
+    Raises:
+        ValueError: The method is unknown or does not use the model.
+    """
+    if method not in _PERSONALIZATION:
+        raise ValueError(f"unknown LM method {method!r}; choose from {list(_PERSONALIZATION)}")
+    return _PERSONALIZATION[method]
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+def select_test_records(
+    grouped: Mapping[str, UserRecords], limit: int | None = None
+) -> dict[str, list[PersonalRecord]]:
+    """Picks the test turns to answer, spread over users deterministically.
+
+    Turns are taken round-robin over users (in order of first appearance), each user's
+    earliest turns first, so that a limit keeps a prefix of every user's test turns.
+
+    Args:
+        grouped: Records per user (:func:`~fints_agent.eval.dataset.group_by_user`).
+        limit: Maximum number of test turns (None: all).
+
+    Returns:
+        ``{user_id: [test records in turn order]}`` for users with at least one turn picked.
+
+    Raises:
+        ValueError: ``limit`` is negative.
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be >= 0, got {limit}")
+    picked: dict[str, list[PersonalRecord]] = {}
+    total = sum(len(u.test) for u in grouped.values())
+    budget = total if limit is None else min(limit, total)
+    depth = 0
+    count = 0
+    while count < budget:
+        for user_id, user in grouped.items():
+            if count >= budget:
+                break
+            if depth < len(user.test):
+                picked.setdefault(user_id, []).append(user.test[depth])
+                count += 1
+        depth += 1
+    return picked
+
+
+def domain_history_counts(user: UserRecords) -> dict[str, int]:
+    """How many history records a user has per domain (``meta["domain"]``)."""
+    counts: dict[str, int] = defaultdict(int)
+    for record in user.history:
+        counts[str((record.meta or {}).get("domain", ""))] += 1
+    return dict(counts)
+
+
+def _old_preferences(user: UserRecords) -> dict[str, dict[str, Any]]:
+    """Per domain, the preference of the user's history records in the ``old`` phase."""
+    out: dict[str, dict[str, Any]] = {}
+    for record in user.history:
+        meta = record.meta or {}
+        if meta.get("phase") == "old" and isinstance(meta.get("preference"), dict):
+            out[str(meta.get("domain", ""))] = dict(meta["preference"])
+    return out
+
+
+def _mentions(call: Mapping[str, Any], part: str) -> bool:
+    if call.get("name") == part:
+        return True
+    arguments = call.get("arguments")
+    return isinstance(arguments, Mapping) and any(values_equal(v, part) for v in arguments.values())
+
+
+def old_preference_call(
+    record: PersonalRecord, old_preference: Mapping[str, Any] | None
+) -> dict[str, Any] | None:
+    """The call the user's old preference would have made for a ``new``-phase test record.
+
+    The dataset lists that call first among the rejected calls whenever it differs from the
+    chosen call. It is recognized by carrying every changed preference value (``"a:b"`` values
+    name a tool and an argument value) where the chosen call does not.
+
+    Args:
+        record: A test record (``meta.phase == "new"``).
+        old_preference: The preference of the user's ``old``-phase history in its domain.
+
+    Returns:
+        The old-preference call, or None when the record does not depend on the change.
+    """
+    meta = record.meta or {}
+    if not old_preference or meta.get("phase") != "new" or not record.rejected:
+        return None
+    new_preference = meta.get("preference") or {}
+    parts = [
+        part
+        for key, value in old_preference.items()
+        if new_preference.get(key) != value
+        for part in str(value).split(":")
+    ]
+    if not parts:
+        return None
+    candidate = record.rejected[0].as_dict()
+    chosen = record.chosen.as_dict()
+    if all(_mentions(candidate, p) for p in parts) and not all(_mentions(chosen, p) for p in parts):
+        return candidate
+    return None
+
+
+def follow_label(
+    predicted: Mapping[str, Any] | None, chosen: Mapping[str, Any], old: Mapping[str, Any]
+) -> str:
+    """Whether a prediction follows the new preference, the old one, or neither.
+
+    Only what distinguishes the two calls is compared: the tool name and the arguments whose
+    values differ between them.
+
+    Args:
+        predicted: The predicted call (None: no call).
+        chosen: The gold call (new preference).
+        old: The call of the old preference.
+
+    Returns:
+        ``"new"``, ``"old"`` or ``"neither"``.
+    """
+    if not predicted:
+        return "neither"
+    new_args = chosen.get("arguments") or {}
+    old_args = old.get("arguments") or {}
+    keys = [
+        k
+        for k in dict.fromkeys([*new_args, *old_args])
+        if not (k in new_args and k in old_args and values_equal(new_args[k], old_args[k]))
+    ]
+    args = predicted.get("arguments")
+    args = args if isinstance(args, Mapping) else {}
+
+    def matches(target: Mapping[str, Any]) -> bool:
+        target_args = target.get("arguments") or {}
+        if predicted.get("name") != target.get("name"):
+            return False
+        return all(
+            (k in args) == (k in target_args)
+            and (k not in args or values_equal(args[k], target_args[k]))
+            for k in keys
+        )
+
+    if matches(chosen):
+        return "new"
+    if matches(old):
+        return "old"
+    return "neither"
+
+
+# --------------------------------------------------------------------------------------------
+# Memory
+# --------------------------------------------------------------------------------------------
+
+
+def open_memory(
+    lm: LoadedModel,
+    location: str | Path,
+    *,
+    embedder: str | Embedder = "minilm",
+    layers: Sequence[int] | None = None,
+    sites: Sequence[str] = ("attn", "mlp"),
+    batch_size: int = 8,
+) -> Memory:
+    """A :class:`~fints_agent.memory.Memory` on a Chroma directory (vectors of all layers).
+
+    Args:
+        lm: The model.
+        location: A directory (created) or a Chroma server URL.
+        embedder: Retrieval embedder (``"minilm"``, ``"lm"`` or an embedder object).
+        layers: Layers of the stored vectors (default all, so any configuration can select).
+        sites: Sites of the stored vectors.
+        batch_size: Forward-pass batch size for vector computation.
+    """
+    from fints_agent.memory import Memory, TrajectoryStore
+
+    return Memory(
+        lm,
+        TrajectoryStore(location),
+        layers=layers,
+        sites=tuple(sites),  # type: ignore[arg-type]
+        embedder=embedder,
+        batch_size=batch_size,
+    )
+
+
+@contextmanager
+def temporary_memory(
+    lm: LoadedModel, *, embedder: str | Embedder = "minilm", **kwargs: Any
+) -> Iterator[Memory]:
+    """A memory on a fresh temporary Chroma directory, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="fints-eval-") as folder:
+        yield open_memory(lm, folder, embedder=embedder, **kwargs)
+
+
+@contextmanager
+def history_memory(
+    lm: LoadedModel,
+    records: Sequence[PersonalRecord],
+    *,
+    store: str | Path | None = None,
+    embedder: str | Embedder = "minilm",
+    progress: bool = True,
+) -> Iterator[tuple[Memory, float]]:
+    """A memory holding exactly the ``history`` records given, ready to answer turns.
+
+    Without ``store``, a fresh temporary memory is ingested and removed afterwards. With a
+    ``store`` directory, an empty store is ingested and kept, so that a later run on the same
+    records reuses it (recording vectors is the slow part of a run); a store that already holds
+    exactly these users' history counts is reused as it is.
+
+    Args:
+        lm: The model.
+        records: Records; only ``split == "history"`` ones are recorded.
+        store: A directory to keep the memory in (None: temporary).
+        embedder: Retrieval embedder.
+        progress: Show a progress bar while recording.
+
+    Yields:
+        ``(memory, seconds spent recording)`` (0 when reused).
+
+    Raises:
+        ValueError: ``store`` holds trajectories other than these records' history.
+    """
+    history = [r for r in records if r.split == "history"]
+    if store is None:
+        with temporary_memory(lm, embedder=embedder) as memory:
+            began = time.perf_counter()
+            ingest_history(memory, history, progress=progress)
+            yield memory, time.perf_counter() - began
+        return
+    Path(store).mkdir(parents=True, exist_ok=True)
+    memory = open_memory(lm, store, embedder=embedder)
+    expected: dict[str, int] = defaultdict(int)
+    for r in history:
+        expected[r.user_id] += 1
+    present = {u: memory.store.count(u) for u in memory.store.users()}
+    present = {u: n for u, n in present.items() if n}
+    seconds = 0.0
+    if not present:
+        began = time.perf_counter()
+        ingest_history(memory, history, progress=progress)
+        seconds = time.perf_counter() - began
+    elif present != dict(expected):
+        raise ValueError(
+            f"store {store} holds other trajectories ({sum(present.values())} of "
+            f"{len(present)} users) than the {len(history)} history records of "
+            f"{len(expected)} users of this run: use an empty or matching directory"
+        )
+    yield memory, seconds
+
+
+def _trajectory(record: PersonalRecord) -> dict[str, Any]:
+    return {
+        "user_id": record.user_id,
+        "messages": [m.model_dump() for m in record.messages],
+        "tools": record.openai_tools(),
+        "chosen": record.chosen.as_dict(),
+        "rejected": [r.as_dict() for r in record.rejected] or None,
+    }
+
+
+def ingest_history(
+    memory: Memory, records: Sequence[PersonalRecord], *, progress: bool = True
+) -> int:
+    """Records ``history`` records into a memory, each user's in turn order.
+
+    Args:
+        memory: The memory.
+        records: Records; only ``split == "history"`` ones are recorded.
+        progress: Show a progress bar.
+
+    Returns:
+        How many trajectories were recorded.
+    """
+    history = [r for r in records if r.split == "history"]
+    history.sort(key=lambda r: (r.user_id, r.turn))
+    if not history:
+        return 0
+    memory.record_many([_trajectory(r) for r in history], progress=progress)
+    return len(history)
+
+
+# --------------------------------------------------------------------------------------------
+# Answering
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TurnOutcome:
+    """One answered test turn.
+
+    Attributes:
+        record: The test record.
+        call: The predicted call (``{"name", "arguments"}``), or None without a call.
+        score: Its score against the record.
+        prompt_tokens: Prompt length (0 for ``knn``).
+        latency_s: Wall time per turn, in seconds (batch wall time / rows).
+        steering: Which trajectories personalized the turn.
+    """
+
+    record: PersonalRecord
+    call: dict[str, Any] | None
+    score: CallScore
+    prompt_tokens: int
+    latency_s: float
+    steering: dict[str, Any] = field(default_factory=dict)
+
+
+def _predicted(result: TurnResult) -> dict[str, Any] | None:
+    if result.calls:
+        return {"name": result.calls[0].name, "arguments": dict(result.calls[0].arguments)}
+    if result.invalid_calls and result.invalid_calls[0].name:
+        bad = result.invalid_calls[0]
+        return {"name": bad.name, "arguments": bad.args}
+    return None
+
+
+def _request(record: PersonalRecord, personalization: str, max_new_tokens: int) -> TurnRequest:
+    from fints_agent.calls import to_tool_specs
+    from fints_agent.engine import TurnRequest
+
+    return TurnRequest(
+        messages=[m.model_dump() for m in record.messages],
+        tools=to_tool_specs(record.openai_tools()),
+        tool_choice="any",
+        user_id=record.user_id,
+        personalization=personalization,  # type: ignore[arg-type]
+        max_new_tokens=max_new_tokens,
+    )
+
+
+def knn_call(memory: Memory, record: PersonalRecord) -> tuple[dict[str, Any] | None, str | None]:
+    """The ``knn`` baseline: the call of the user's most similar past trajectory.
+
+    Only trajectories whose tool is offered this turn count (the memory's tool matching); no
+    similarity threshold applies.
+
+    Args:
+        memory: The memory holding the user's trajectories.
+        record: The turn to answer.
+
+    Returns:
+        ``(call, trajectory id)``, or ``(None, None)`` when the user has no usable trajectory.
+    """
+    retrieval = memory.retrieve(
+        record.user_id,
+        [m.model_dump() for m in record.messages],
+        record.openai_tools(),
+        k=1,
+        min_similarity=-2.0,
+    )
+    if not retrieval.calls:
+        return None, None
+    call = retrieval.calls[0]
+    tid = retrieval.trajectory_ids[0] if retrieval.trajectory_ids else None
+    return {"name": call.get("name"), "arguments": dict(call.get("arguments") or {})}, tid
+
+
+def _length_key(record: PersonalRecord) -> tuple[int, int]:
+    return (len(json.dumps(record.openai_tools())), len(record.request))
+
+
+def answer_turns(
+    records: Sequence[PersonalRecord],
+    method: str,
+    *,
+    engine: TurnEngine | None = None,
+    memory: Memory | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    on_batch: Any = None,
+) -> list[TurnOutcome]:
+    """Answers independent turns in padded batches (similar prompt lengths together).
+
+    Args:
+        records: The turns; they must not depend on each other (no feedback between them).
+        method: One of :data:`METHODS`.
+        engine: The turn engine (LM methods).
+        memory: The memory (``knn``).
+        batch_size: Rows per batch.
+        max_new_tokens: Token budget of a call.
+        on_batch: Called with the number of rows after each batch (progress).
+
+    Returns:
+        One outcome per record, in the order of ``records``.
+
+    Raises:
+        ValueError: Unknown method, or the engine or memory it needs is missing.
+    """
+    _check_method(method)
+    outcomes: list[TurnOutcome | None] = [None] * len(records)
+    if method == "knn":
+        if memory is None:
+            raise ValueError("the knn baseline needs a memory")
+        for i, record in enumerate(records):
+            start = time.perf_counter()
+            call, tid = knn_call(memory, record)
+            elapsed = time.perf_counter() - start
+            steering = {"trajectories": [{"id": tid}] if tid else []}
+            outcomes[i] = TurnOutcome(record, call, score_call(call, record), 0, elapsed, steering)
+            if on_batch is not None:
+                on_batch(1)
+        return [o for o in outcomes if o is not None]
+    if engine is None:
+        raise ValueError(f"method {method!r} needs a turn engine")
+    personalization = personalization_of(method)
+    order = sorted(range(len(records)), key=lambda i: _length_key(records[i]))
+    size = max(1, batch_size)
+    for start in range(0, len(order), size):
+        chunk = order[start : start + size]
+        requests = [_request(records[i], personalization, max_new_tokens) for i in chunk]
+        began = time.perf_counter()
+        results = engine.complete_batch(requests)
+        per_turn = (time.perf_counter() - began) / len(chunk)
+        for i, result in zip(chunk, results, strict=True):
+            call = _predicted(result)
+            outcomes[i] = TurnOutcome(
+                records[i],
+                call,
+                score_call(call, records[i]),
+                result.prompt_tokens,
+                per_turn,
+                result.steering,
+            )
+        if on_batch is not None:
+            on_batch(len(chunk))
+    return [o for o in outcomes if o is not None]
+
+
+# --------------------------------------------------------------------------------------------
+# Summaries
+# --------------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a run used: OS, CPU, core count, torch threads and version."""
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def _rates(outcomes: Sequence[TurnOutcome]) -> dict[str, Any]:
+    s = summarize([o.score for o in outcomes])
+    return {k: s[k] for k in ("n", "function_acc", "arg_acc", "call_acc", "valid_rate")}
+
+
+def summarize_outcomes(
+    outcomes: Sequence[TurnOutcome], follows: Mapping[int, str] | None = None
+) -> dict[str, Any]:
+    """Accuracy, validity, prompt size, latency, and breakdowns by user kind and preference.
+
+    Args:
+        outcomes: Answered turns.
+        follows: Per outcome index, ``"new"``/``"old"``/``"neither"`` for turns where a
+            changed preference matters (see :func:`follow_label`).
+
+    Returns:
+        :func:`~fints_agent.eval.scoring.summarize` fields plus ``by_user_kind`` and
+        ``changed_preference`` (``n``, ``follows_new``, ``follows_old`` rates).
+    """
+    tokens = [o.prompt_tokens for o in outcomes if o.prompt_tokens]
+    summary = summarize([o.score for o in outcomes], tokens, [o.latency_s for o in outcomes])
+    kinds: dict[str, list[TurnOutcome]] = defaultdict(list)
+    for o in outcomes:
+        kinds[str((o.record.meta or {}).get("user_kind", "unknown"))].append(o)
+    summary["by_user_kind"] = {kind: _rates(group) for kind, group in sorted(kinds.items())}
+    labels = list((follows or {}).values())
+    summary["changed_preference"] = {
+        "n": len(labels),
+        "follows_new": round(labels.count("new") / len(labels), 4) if labels else None,
+        "follows_old": round(labels.count("old") / len(labels), 4) if labels else None,
+    }
+    return summary
+
+
+@dataclass
+class PersonalRun:
+    """A finished benchmark run.
+
+    Attributes:
+        summary: The JSON summary (what the command prints).
+        outcomes: Every answered turn.
+        history_counts: Per user, history records per domain.
+        follows: Per outcome index, whether a changed preference was followed.
+    """
+
+    summary: dict[str, Any]
+    outcomes: list[TurnOutcome]
+    history_counts: dict[str, dict[str, int]]
+    follows: dict[int, str]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One JSON-ready row per answered turn (for plots)."""
+        out = []
+        for i, o in enumerate(self.outcomes):
+            r = o.record
+            meta = r.meta or {}
+            domain = str(meta.get("domain", ""))
+            counts = self.history_counts.get(r.user_id, {})
+            out.append(
+                {
+                    "method": self.summary.get("method"),
+                    "user_id": r.user_id,
+                    "turn": r.turn,
+                    "user_kind": meta.get("user_kind"),
+                    "domain": domain,
+                    "family": meta.get("family"),
+                    "phase": meta.get("phase"),
+                    "n_history_domain": counts.get(domain, 0),
+                    "n_history": sum(counts.values()),
+                    "function": o.score.function,
+                    "args": o.score.args,
+                    "call": o.score.call,
+                    "valid": o.score.valid,
+                    "error": o.score.error,
+                    "follows": self.follows.get(i),
+                    "predicted": o.call,
+                    "gold": r.chosen.as_dict(),
+                    "prompt_tokens": o.prompt_tokens,
+                    "latency_s": round(o.latency_s, 4),
+                    "steered": bool(o.steering.get("steered", False)),
+                    "trajectories": [t.get("id") for t in o.steering.get("trajectories", [])],
+                }
+            )
+        return out
+
+    def write_rows(self, path: str | Path) -> None:
+        """Writes :meth:`rows` as JSON Lines."""
+        with open(path, "w", encoding="utf-8") as handle:
+            for row in self.rows():
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def run_personal(
+    lm: LoadedModel | None,
+    records: Sequence[PersonalRecord],
+    method: str,
+    *,
+    config: SteeringConfig | None = None,
+    k: int | None = None,
+    online: bool = False,
+    limit: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    memory: Memory | None = None,
+    embedder: str | Embedder = "minilm",
+    progress: bool = True,
+    engine_factory: Callable[..., Any] | None = None,
+) -> PersonalRun:
+    """Runs one method of the personalized benchmark.
+
+    Args:
+        lm: The model (``knn`` still needs it to record history vectors, unless a ready
+            ``memory`` is given).
+        records: All records (history and test).
+        method: One of :data:`METHODS`.
+        config: Steering configuration (default: the model's saved one).
+        k: Trajectories retrieved per turn (default: the configuration's).
+        online: Record each test turn's gold call as feedback after answering it.
+        limit: Answer at most this many test turns (spread over users).
+        batch_size: Turns per padded batch.
+        max_new_tokens: Token budget of a call.
+        memory: A memory that already holds exactly these records' history (it is not
+            ingested again; with ``online`` it receives the feedback). Default: a fresh
+            temporary memory, ingested here, removed afterwards.
+        embedder: Retrieval embedder of the fresh memory.
+        progress: Show progress bars.
+        engine_factory: Builds the engine from ``(lm, memory, config)`` (default
+            :class:`~fints_agent.engine.TurnEngine`).
+
+    Returns:
+        The :class:`PersonalRun`.
+
+    Raises:
+        ValueError: Unknown method, bad limit or batch size, or no test records.
+    """
+    _check_method(method)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    grouped = group_by_user(records)
+    picked = select_test_records(grouped, limit)
+    if not picked:
+        raise ValueError("no test records to answer (is there a split 'test'?)")
+    needs_memory = method != "zero-shot"
+    if lm is None and (method != "knn" or memory is None):
+        raise ValueError(f"method {method!r} needs a model")
+    with _memory_scope(lm, memory, needs_memory, embedder) as (mem, fresh):
+        ingest_s = 0.0
+        if fresh and mem is not None:
+            began = time.perf_counter()
+            users = set(picked)  # users are isolated: only those answered need their history
+            ingest_history(mem, [r for r in records if r.user_id in users], progress=progress)
+            ingest_s = time.perf_counter() - began
+        run = _answer_all(
+            lm,
+            grouped,
+            picked,
+            method,
+            mem,
+            config,
+            k,
+            online,
+            batch_size,
+            max_new_tokens,
+            progress,
+            engine_factory,
+        )
+        run.summary["ingest_seconds"] = round(ingest_s, 1)
+        return run
+
+
+@contextmanager
+def _memory_scope(
+    lm: LoadedModel | None, memory: Memory | None, needed: bool, embedder: str | Embedder
+) -> Iterator[tuple[Memory | None, bool]]:
+    if memory is not None or not needed:
+        yield memory, False
+        return
+    assert lm is not None
+    with temporary_memory(lm, embedder=embedder) as fresh:
+        yield fresh, True
+
+
+def _answer_all(
+    lm: LoadedModel | None,
+    grouped: Mapping[str, UserRecords],
+    picked: Mapping[str, list[PersonalRecord]],
+    method: str,
+    memory: Memory | None,
+    config: SteeringConfig | None,
+    k: int | None,
+    online: bool,
+    batch_size: int,
+    max_new_tokens: int,
+    progress: bool,
+    engine_factory: Callable[..., Any] | None,
+) -> PersonalRun:
+    from tqdm.auto import tqdm
+
+    engine = None
+    if method != "knn":
+        from fints_agent.config import SteeringConfig
+        from fints_agent.engine import TurnEngine
+
+        assert lm is not None
+        cfg = config or SteeringConfig.for_model(lm.fingerprint)
+        if k is not None:
+            cfg = cfg.model_copy(update={"k": k})
+        engine = (engine_factory or TurnEngine)(lm, memory, cfg)
+        config = cfg
+    if online and memory is None:
+        raise ValueError("online feedback needs a memory (not with zero-shot)")
+
+    rounds: list[list[PersonalRecord]]
+    if online:
+        depth = max(len(v) for v in picked.values())
+        rounds = [[v[d] for v in picked.values() if d < len(v)] for d in range(depth)]
+    else:
+        rounds = [[r for v in picked.values() for r in v]]
+    total = sum(len(r) for r in rounds)
+    outcomes: list[TurnOutcome] = []
+    began = time.perf_counter()
+    with tqdm(total=total, desc=f"personal {method}", unit="turn", disable=not progress) as bar:
+        for turns in rounds:
+            outcomes.extend(
+                answer_turns(
+                    turns,
+                    method,
+                    engine=engine,
+                    memory=memory,
+                    batch_size=batch_size,
+                    max_new_tokens=max_new_tokens,
+                    on_batch=bar.update,
+                )
+            )
+            if online and memory is not None:
+                memory.record_many([_trajectory(r) for r in turns], progress=False)
+    elapsed = time.perf_counter() - began
+
+    history_counts = {u: domain_history_counts(g) for u, g in grouped.items()}
+    old_prefs = {u: _old_preferences(g) for u, g in grouped.items()}
+    follows: dict[int, str] = {}
+    for i, o in enumerate(outcomes):
+        domain = str((o.record.meta or {}).get("domain", ""))
+        old = old_preference_call(o.record, old_prefs.get(o.record.user_id, {}).get(domain))
+        if old is not None:
+            follows[i] = follow_label(o.call, o.record.chosen.as_dict(), old)
+
+    summary: dict[str, Any] = {"method": method}
+    summary.update(summarize_outcomes(outcomes, follows))
+    summary.update(
+        {
+            "latency_basis": LATENCY_BASIS if method != "knn" else "retrieval time per turn",
+            "batch_size": batch_size if method != "knn" else 1,
+            "online": online,
+            "k": config.k if config is not None else 1,
+            "eval_seconds": round(elapsed, 1),
+            "turns_per_second": round(total / elapsed, 3) if elapsed > 0 else None,
+            "users": len(picked),
+            "model": lm.name if lm is not None else None,
+            "fingerprint": lm.fingerprint if lm is not None else None,
+            "config": config.model_dump() if config is not None and method != "zero-shot" else None,
+            "machine": machine_info(),
+        }
+    )
+    return PersonalRun(summary, outcomes, history_counts, follows)

@@ -1,0 +1,368 @@
+"""Tune the steering configuration of a model on the HISTORY split only.
+
+Per user, the latest ``dev_per_user`` history records are held out as a dev set and the earlier
+ones are recorded into a fresh memory (vectors of every layer and both sites, so that any
+configuration can select from them). A coordinate search then evaluates ``steer`` and
+``rag+steer`` on the dev set for one setting at a time, keeping the best so far:
+
+1. ``steer_prompt`` (steering the prompt positions too, or only generated ones),
+2. coefficient, 3. layer band (all, early, middle, late, early+middle, middle+late),
+4. sites (attention, MLP, both), 5. coefficient again around the best, 6. gate (``all`` vs
+``choices``), 7. top-k, 8. softmax temperature, 9. recency half-life.
+
+The objective is ``steer.function_acc + steer.call_acc + rag+steer.call_acc`` on the dev set.
+Test records are never read: they are dropped before anything else happens (checked).
+The search stops when the time budget would be exceeded; the best configuration is saved as
+the model's default (:meth:`SteeringConfig.save_for`).
+
+Example:
+    >>> result = tune(load_model(), load_records(path), budget_minutes=25)
+    >>> result["best"], result["table"][:3]
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fints_agent.eval.dataset import PersonalRecord
+from fints_agent.eval.personal import (
+    answer_turns,
+    history_memory,
+    machine_info,
+    summarize_outcomes,
+)
+
+if TYPE_CHECKING:
+    from fints_agent.config import SteeringConfig
+    from fints_agent.engine import TurnEngine
+    from fints_agent.memory import Embedder
+    from fints_agent.models import LoadedModel
+
+__all__ = [
+    "TUNED_METHODS",
+    "layer_bands",
+    "objective",
+    "pick_users",
+    "search_steps",
+    "tune",
+    "tuning_split",
+]
+
+TUNED_METHODS: tuple[str, ...] = ("steer", "rag+steer")
+"""Methods evaluated for every candidate configuration."""
+
+
+def tuning_split(
+    records: Sequence[PersonalRecord], dev_per_user: int = 2, users: Sequence[str] | None = None
+) -> tuple[list[PersonalRecord], list[PersonalRecord]]:
+    """Splits HISTORY records into (ingest, dev): each user's latest records are the dev set.
+
+    Test records are dropped first and never looked at again. A user keeps at least two
+    history records to ingest; users with fewer than ``dev_per_user + 2`` history records
+    contribute fewer dev records.
+
+    Args:
+        records: Records of any split.
+        dev_per_user: How many of each user's latest history records to hold out.
+        users: Restrict to these users (default: all).
+
+    Returns:
+        ``(ingest, dev)`` lists of history records, each sorted by user and turn.
+    """
+    history = [r for r in records if r.split == "history"]
+    assert all(r.split == "history" for r in history)
+    wanted = None if users is None else set(users)
+    per_user: dict[str, list[PersonalRecord]] = defaultdict(list)
+    for r in history:
+        if wanted is None or r.user_id in wanted:
+            per_user[r.user_id].append(r)
+    ingest: list[PersonalRecord] = []
+    dev: list[PersonalRecord] = []
+    for user in sorted(per_user):
+        rows = sorted(per_user[user], key=lambda r: r.turn)
+        n_dev = max(0, min(dev_per_user, len(rows) - 2))
+        cut = len(rows) - n_dev
+        ingest.extend(rows[:cut])
+        dev.extend(rows[cut:])
+    return ingest, dev
+
+
+def pick_users(records: Sequence[PersonalRecord], n: int | None) -> list[str]:
+    """Up to ``n`` users, spread over user kinds (round-robin over ``meta.user_kind``).
+
+    Only history records are read.
+    """
+    kinds: dict[str, list[str]] = defaultdict(list)
+    for r in records:
+        if r.split != "history":
+            continue
+        kind = str((r.meta or {}).get("user_kind", ""))
+        if r.user_id not in kinds[kind]:
+            kinds[kind].append(r.user_id)
+    order: list[str] = []
+    depth = 0
+    while any(depth < len(v) for v in kinds.values()):
+        for kind in sorted(kinds):
+            if depth < len(kinds[kind]):
+                order.append(kinds[kind][depth])
+        depth += 1
+    return order if n is None else order[:n]
+
+
+def layer_bands(num_layers: int) -> dict[str, list[int] | None]:
+    """Named layer bands: ``all`` (None), thirds, and two adjacent pairs of thirds."""
+    third = max(1, num_layers // 3)
+    early = list(range(0, third))
+    middle = list(range(third, 2 * third))
+    late = list(range(2 * third, num_layers))
+    return {
+        "all": None,
+        "early": early,
+        "middle": middle,
+        "late": late,
+        "early+middle": early + middle,
+        "middle+late": middle + late,
+    }
+
+
+def objective(results: dict[str, dict[str, Any]]) -> float:
+    """``steer.function_acc + steer.call_acc + rag+steer.call_acc`` (missing parts count 0)."""
+    steer = results.get("steer", {})
+    both = results.get("rag+steer", {})
+    return float(
+        (steer.get("function_acc") or 0.0)
+        + (steer.get("call_acc") or 0.0)
+        + (both.get("call_acc") or 0.0)
+    )
+
+
+def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], list[dict]]]]:
+    """The coordinate-search steps: a name and, from the best config, the updates to try."""
+    bands = layer_bands(num_layers)
+
+    def coefficient(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"coefficient": c} for c in (1.0, 2.0, 4.0, 6.0)]
+
+    def layers(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"layers": band} for band in bands.values()]
+
+    def sites(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"sites": s} for s in (["attn"], ["mlp"], ["attn", "mlp"])]
+
+    def refine(cfg: SteeringConfig) -> list[dict[str, Any]]:
+        c = cfg.coefficient
+        return [{"coefficient": round(x, 3)} for x in (c * 0.75, c, c * 1.5)]
+
+    def gate(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"gate": g} for g in ("choices", "all")]
+
+    def steer_prompt(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"steer_prompt": b} for b in (True, False)]
+
+    def top_k(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"k": k} for k in (3, 5, 8)]
+
+    def temperature(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"temperature": t} for t in (0.05, 0.1, 0.3)]
+
+    def recency(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"recency_half_life": h} for h in (None, 8.0)]
+
+    return [
+        ("steer_prompt", steer_prompt),
+        ("coefficient", coefficient),
+        ("layers", layers),
+        ("sites", sites),
+        ("coefficient_refine", refine),
+        ("gate", gate),
+        ("k", top_k),
+        ("temperature", temperature),
+        ("recency_half_life", recency),
+    ]
+
+
+def _key(cfg: SteeringConfig) -> str:
+    return json.dumps(cfg.model_dump(), sort_keys=True)
+
+
+def _band_name(layers: list[int] | None, num_layers: int) -> str:
+    for name, band in layer_bands(num_layers).items():
+        if band == layers:
+            return name
+    return ",".join(str(x) for x in layers or [])
+
+
+def _evaluate(
+    engine: TurnEngine,
+    dev: Sequence[PersonalRecord],
+    methods: Sequence[str],
+    batch_size: int,
+    max_new_tokens: int,
+) -> dict[str, dict[str, Any]]:
+    results = {}
+    for method in methods:
+        outcomes = answer_turns(
+            dev, method, engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens
+        )
+        s = summarize_outcomes(outcomes)
+        results[method] = {k: s[k] for k in ("function_acc", "arg_acc", "call_acc", "valid_rate")}
+    return results
+
+
+def tune(
+    lm: LoadedModel,
+    records: Sequence[PersonalRecord],
+    *,
+    budget_minutes: float = 25.0,
+    users: int | None = 12,
+    dev_per_user: int = 3,
+    batch_size: int = 8,
+    max_new_tokens: int = 96,
+    start: SteeringConfig | None = None,
+    methods: Sequence[str] = TUNED_METHODS,
+    embedder: str | Embedder = "minilm",
+    save: bool = True,
+    progress: bool = True,
+    engine_factory: Callable[..., Any] | None = None,
+    store: str | Path | None = None,
+    steps: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Coordinate search of the steering configuration on held-out HISTORY records.
+
+    Args:
+        lm: The model.
+        records: The dataset; test records are dropped unread.
+        budget_minutes: Wall-time budget of the search (ingest included); the search stops
+            before a candidate that would exceed it.
+        users: Tune on this many users, spread over user kinds (None: all).
+        dev_per_user: Latest history records per user held out as dev.
+        batch_size: Turns per padded batch.
+        max_new_tokens: Token budget of a call.
+        start: The configuration the search starts from (default: the model's saved one,
+            so that a second run refines the first).
+        methods: Methods evaluated per candidate.
+        embedder: Retrieval embedder.
+        save: Save the best configuration as the model's default.
+        progress: Print one line per candidate to stderr.
+        engine_factory: Builds the engine from ``(lm, memory, config)`` (default
+            :class:`~fints_agent.engine.TurnEngine`).
+        store: Keep the recorded history in this directory and reuse it on the next run with
+            the same users and ``dev_per_user`` (default: a temporary memory).
+        steps: Run only these search steps (names of :func:`search_steps`), in their order.
+
+    Returns:
+        ``{"best", "best_score", "baseline", "table", "dev_turns", "ingest_turns", "users",
+        "seconds", "saved_to", ...}``; ``table`` lists every evaluated candidate.
+
+    Raises:
+        ValueError: No dev records (too little history), an unknown step, or a ``store``
+            holding other trajectories.
+    """
+    import sys
+
+    from fints_agent.config import SteeringConfig
+    from fints_agent.engine import TurnEngine
+
+    began = time.perf_counter()
+    budget_s = budget_minutes * 60.0
+    history = [r for r in records if r.split == "history"]  # the only records read below
+    chosen_users = pick_users(history, users)
+    ingest, dev = tuning_split(history, dev_per_user, chosen_users)
+    if not dev:
+        raise ValueError("no dev records: every user needs at least 3 history records")
+    base = start or SteeringConfig.for_model(lm.fingerprint)
+    num_layers = lm.num_layers
+    plan = search_steps(num_layers)
+    if steps is not None:
+        unknown = [s for s in steps if s not in {name for name, _ in plan}]
+        if unknown:
+            raise ValueError(f"unknown tuning steps {unknown}; use {[n for n, _ in plan]}")
+        plan = [(name, fn) for name, fn in plan if name in steps]
+    table: list[dict[str, Any]] = []
+    seen: dict[str, dict[str, Any]] = {}
+
+    def log(text: str) -> None:
+        if progress:
+            print(text, file=sys.stderr, flush=True)
+
+    with history_memory(lm, ingest, store=store, embedder=embedder, progress=progress) as (
+        memory,
+        ingest_s,
+    ):
+        log(f"tune: ingested {len(ingest)} history turns in {ingest_s:.0f}s; dev {len(dev)}")
+        engine = (engine_factory or TurnEngine)(lm, memory, base)
+        t0 = time.perf_counter()
+        baseline = _evaluate(engine, dev, ["zero-shot", "rag"], batch_size, max_new_tokens)
+        log(f"tune: baselines {baseline} in {time.perf_counter() - t0:.0f}s")
+        per_candidate = (time.perf_counter() - t0) * len(methods) / 2
+
+        def run(cfg: SteeringConfig, step: str) -> dict[str, Any] | None:
+            nonlocal per_candidate
+            key = _key(cfg)
+            if key in seen:
+                return seen[key]
+            if time.perf_counter() - began + per_candidate > budget_s:
+                return None
+            engine.config = cfg
+            t = time.perf_counter()
+            results = _evaluate(engine, dev, methods, batch_size, max_new_tokens)
+            seconds = time.perf_counter() - t
+            per_candidate = 0.5 * per_candidate + 0.5 * seconds
+            row = {
+                "step": step,
+                "layers": _band_name(cfg.layers, num_layers),
+                "sites": "+".join(cfg.sites),
+                "coefficient": cfg.coefficient,
+                "gate": cfg.gate,
+                "steer_prompt": cfg.steer_prompt,
+                "k": cfg.k,
+                "temperature": cfg.temperature,
+                "recency_half_life": cfg.recency_half_life,
+                **{m: results[m] for m in methods},
+                "score": round(objective(results), 4),
+                "seconds": round(seconds, 1),
+            }
+            table.append(row)
+            seen[key] = row
+            log(f"tune: {json.dumps(row)}")
+            return row
+
+        best = base
+        best_row = run(best, "start")
+        stopped = best_row is None
+        for step, candidates in plan:
+            if stopped:
+                break
+            for update in candidates(best):
+                cfg = best.model_copy(update=update)
+                row = run(cfg, step)
+                if row is None:
+                    stopped = True
+                    break
+                if best_row is None or row["score"] > best_row["score"] + 1e-9:
+                    best, best_row = cfg, row
+    saved = str(best.save_for(lm.fingerprint)) if save and best_row is not None else None
+    return {
+        "best": best.model_dump(),
+        "best_score": best_row["score"] if best_row else None,
+        "best_dev": {m: best_row[m] for m in methods} if best_row else None,
+        "baseline": baseline,
+        "objective": "steer.function_acc + steer.call_acc + rag+steer.call_acc",
+        "table": table,
+        "complete": not stopped,
+        "users": chosen_users,
+        "dev_turns": len(dev),
+        "ingest_turns": len(ingest),
+        "ingest_seconds": round(ingest_s, 1),
+        "seconds": round(time.perf_counter() - began, 1),
+        "budget_minutes": budget_minutes,
+        "saved_to": saved,
+        "model": lm.name,
+        "fingerprint": lm.fingerprint,
+        "machine": machine_info(),
+    }

@@ -1,0 +1,215 @@
+"""Tests of ``fints-agent eval {personal,bfcl}`` and ``fints-agent tune``: arguments and wiring.
+
+The model is replaced by the tiny random one and the engine by an LM-free stand-in: what is
+tested is the command line, not the model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from tiny import tiny_lm
+
+from fints_agent import cli
+from fints_agent.calls import ToolCall
+from fints_agent.engine import TurnRequest, TurnResult
+from fints_agent.eval.cli import set_threads
+
+DATA = Path(__file__).resolve().parent / "data" / "personal_small.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
+    """Cache in a temp dir, one torch thread, and no real model load."""
+    monkeypatch.setenv("FINTS_AGENT_CACHE", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+
+    def fake_load(name: str | None = None, **_: Any) -> Any:
+        return tiny_lm("llama")
+
+    monkeypatch.setattr("fints_agent.models.load_model", fake_load)
+    yield
+    torch.set_num_threads(before)
+
+
+class EchoEngine:
+    """Answers every turn with the first offered tool and no arguments."""
+
+    def __init__(self, lm: Any, memory: Any = None, config: Any = None) -> None:
+        self.memory = memory
+        self.config = config
+
+    def complete_batch(self, requests: Sequence[TurnRequest]) -> list[TurnResult]:
+        return [
+            TurnResult("", "", [ToolCall(r.tools[0].name, {})], [], 42, 3, "stop", {})
+            for r in requests
+        ]
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _no_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("the model must not load before the arguments are checked")
+
+    monkeypatch.setattr("fints_agent.models.load_model", refuse)
+
+
+# --------------------------------------------------------------------------------------------
+# Argument errors: a clear message and exit code 2, before any model loads
+# --------------------------------------------------------------------------------------------
+
+
+def test_unknown_method(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_model(monkeypatch)
+    code, _, err = _run(["eval", "personal", "--data", str(DATA), "--method", "magic"], capsys)
+    assert code == 2
+    assert "invalid choice: 'magic'" in err and "rag+steer" in err
+
+
+def test_missing_data_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _no_model(monkeypatch)
+    missing = tmp_path / "nope.jsonl"
+    bfcl = ["eval", "bfcl", "--category", "simple_python", "--steer-from-user", "u1"]
+    for argv in (
+        ["eval", "personal", "--data", str(missing), "--method", "rag"],
+        ["tune", "--data", str(missing)],
+        [*bfcl, "--data", str(missing)],
+    ):
+        code, _, err = _run(argv, capsys)
+        assert code == 2, argv
+        assert f"no such file: {missing}" in err
+
+
+def test_malformed_data_file(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _no_model(monkeypatch)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"user_id": "u1", "turn": 0\n')
+    code, _, err = _run(["eval", "personal", "--data", str(bad), "--method", "rag"], capsys)
+    assert code == 2
+    assert f"fints-agent: error: {bad}:1: malformed JSON" in err
+
+
+PERSONAL_RAG = ["eval", "personal", "--data", str(DATA), "--method", "rag"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "personal", "--data", str(DATA)], "--method"),
+        (["eval", "personal", "--method", "rag"], "--data"),
+        (["eval", "personal", "--data", str(DATA), "--method", "rag", "--limit", "0"], "positive"),
+        (["eval", "personal", "--data", str(DATA), "--method", "rag", "--k", "x"], "positive"),
+        ([*PERSONAL_RAG, "--batch-size", "0"], "positive"),
+        (["eval", "bfcl", "--category", "nope"], "invalid choice"),
+        (["eval", "bfcl"], "--category"),
+        (["eval"], "eval_command"),
+        (["tune", "--data", str(DATA), "--budget", "0"], "positive"),
+    ],
+)
+def test_argument_errors(
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _no_model(monkeypatch)
+    code, _, err = _run(argv, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_bfcl_steer_options_go_together(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _no_model(monkeypatch)
+    code, _, err = _run(
+        ["eval", "bfcl", "--category", "simple_python", "--steer-from-user", "u01"], capsys
+    )
+    assert code == 2 and "--steer-from-user and --data go together" in err
+    code, _, err = _run(
+        ["eval", "bfcl", "--category", "simple_python", "--data", str(DATA)], capsys
+    )
+    assert code == 2 and "go together" in err
+
+
+def test_bfcl_unknown_steer_user(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("bfcl_eval")
+    _no_model(monkeypatch)
+    argv = ["eval", "bfcl", "--category", "simple_python", "--data", str(DATA)]
+    code, _, err = _run([*argv, "--steer-from-user", "nobody"], capsys)
+    assert code == 2 and "user 'nobody' has no history records" in err
+
+
+def test_commands_are_registered() -> None:
+    parser = cli.build_parser()
+    args = parser.parse_args(["eval", "personal", "--data", str(DATA), "--method", "knn"])
+    assert args.method == "knn" and args.k is None and not args.online and args.batch_size == 8
+    args = parser.parse_args(["eval", "bfcl", "--category", "irrelevance", "--limit", "5"])
+    assert args.category == "irrelevance" and args.limit == 5
+    args = parser.parse_args(["tune", "--data", str(DATA)])
+    assert args.budget == 25.0 and args.users == 12 and args.dev_per_user == 3
+
+
+# --------------------------------------------------------------------------------------------
+# Wiring, with the tiny model and a stand-in engine
+# --------------------------------------------------------------------------------------------
+
+
+def test_personal_command_prints_json_and_writes_rows(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("fints_agent.engine.TurnEngine", EchoEngine)
+    out = tmp_path / "rows.jsonl"
+    argv = ["eval", "personal", "--data", str(DATA), "--method", "steer", "--limit", "3"]
+    argv += ["--embedder", "lm", "--out", str(out), "--quiet", "--recency-half-life", "4"]
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["method"] == "steer" and summary["n"] == 3
+    assert summary["valid_rate"] is not None and summary["mean_prompt_tokens"] == 42.0
+    assert summary["config"]["recency_half_life"] == 4.0
+    assert summary["rows_file"] == str(out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 and {"domain", "user_kind", "n_history_domain"} <= set(rows[0])
+
+
+def test_knn_command_runs_without_the_engine(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*_: Any, **__: Any) -> Any:
+        raise AssertionError("knn must not build a turn engine")
+
+    monkeypatch.setattr("fints_agent.engine.TurnEngine", refuse)
+    argv = ["eval", "personal", "--data", str(DATA), "--method", "knn", "--embedder", "lm"]
+    code, stdout, _ = _run([*argv, "--quiet", "--online"], capsys)
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary["method"] == "knn" and summary["n"] == 8 and summary["online"] is True
+    assert summary["mean_prompt_tokens"] is None
+
+
+def test_set_threads() -> None:
+    assert set_threads(1) == 1
+    assert set_threads(None) >= 1

@@ -1,0 +1,628 @@
+"""Tests of the personalized benchmark protocol, the knn baseline, tuning, BFCL driving and plots.
+
+The language model is not what these tests check: turns are answered by a stand-in engine
+(LM-free) on a memory built with the tiny random model and a bag-of-words embedder. Tests
+marked ``model`` run the real embedded model end to end on a few turns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+import torch
+from tiny import tiny_lm
+
+from fints_agent.calls import ToolCall as EngineCall
+from fints_agent.config import SteeringConfig
+from fints_agent.engine import TurnRequest, TurnResult
+from fints_agent.eval.dataset import PersonalRecord, group_by_user, load_records, parse_record
+from fints_agent.eval.personal import (
+    METHODS,
+    follow_label,
+    knn_call,
+    old_preference_call,
+    run_personal,
+    select_test_records,
+    temporary_memory,
+)
+from fints_agent.eval.plots import (
+    accuracy_by_history,
+    changed_preference_rates,
+    plot_accuracy_by_history,
+    plot_changed_preference,
+)
+from fints_agent.eval.tune import layer_bands, pick_users, tune, tuning_split
+
+DATA = Path(__file__).resolve().parent / "data" / "personal_small.jsonl"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class HashEmbedder:
+    """Deterministic bag-of-words embedding (hashed word counts, unit length)."""
+
+    name = "hash64-eval"
+    dim = 64
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                h = int(hashlib.md5(word.encode()).hexdigest()[:8], 16)
+                out[row, h % self.dim] += 1.0
+            norm = float(np.linalg.norm(out[row]))
+            if norm > 0:
+                out[row] /= norm
+            else:
+                out[row, 0] = 1.0
+        return out
+
+
+class FakeEngine:
+    """An LM-free engine: answers with the call of the user's best retrieved trajectory.
+
+    It records every request and, per request, how many trajectories the user had in memory
+    when it was answered.
+    """
+
+    instances: ClassVar[list[FakeEngine]] = []
+
+    def __init__(self, lm: Any, memory: Any, config: SteeringConfig) -> None:
+        self.lm = lm
+        self.memory = memory
+        self.config = config
+        self.requests: list[TurnRequest] = []
+        self.memory_sizes: list[int] = []
+        self.batches: list[int] = []
+        FakeEngine.instances.append(self)
+
+    def complete_batch(self, requests: Sequence[TurnRequest]) -> list[TurnResult]:
+        self.batches.append(len(requests))
+        results = []
+        for req in requests:
+            self.requests.append(req)
+            call = None
+            if self.memory is not None and req.user_id is not None:
+                self.memory_sizes.append(self.memory.store.count(req.user_id))
+            if req.personalization != "none" and self.memory is not None:
+                retrieval = self.memory.retrieve(
+                    req.user_id, req.messages, [_tool(s) for s in req.tools], k=1
+                )
+                if retrieval.calls:
+                    call = retrieval.calls[0]
+            if call is None:
+                call = {"name": req.tools[0].name, "arguments": {}}
+            results.append(
+                TurnResult(
+                    text="",
+                    content="",
+                    calls=[EngineCall(call["name"], dict(call.get("arguments", {})))],
+                    invalid_calls=[],
+                    prompt_tokens=100 if "rag" not in req.personalization else 150,
+                    completion_tokens=10,
+                    finish_reason="stop",
+                    steering={"steered": "steer" in req.personalization, "trajectories": []},
+                )
+            )
+        return results
+
+
+def _tool(spec: Any) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": spec.name,
+            "description": spec.description,
+            "parameters": spec.parameters,
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def records() -> list[PersonalRecord]:
+    return load_records(DATA)
+
+
+def _run(records: list[PersonalRecord], method: str, **kwargs: Any) -> Any:
+    FakeEngine.instances.clear()
+    kwargs.setdefault("embedder", HashEmbedder())
+    return run_personal(
+        tiny_lm("llama"),
+        records,
+        method,
+        engine_factory=FakeEngine,
+        progress=False,
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Test-turn selection
+# --------------------------------------------------------------------------------------------
+
+
+def test_select_spreads_over_users_and_keeps_turn_order(records: list[PersonalRecord]) -> None:
+    grouped = group_by_user(records)
+    picked = select_test_records(grouped, 5)
+    assert {u: [r.turn for r in v] for u, v in picked.items()} == {
+        "u01": [grouped["u01"].test[0].turn, grouped["u01"].test[1].turn],
+        "u02": [grouped["u02"].test[0].turn, grouped["u02"].test[1].turn],
+        "u03": [grouped["u03"].test[0].turn],
+    }
+    assert select_test_records(grouped, 5) == picked
+    everything = select_test_records(grouped)
+    assert sum(len(v) for v in everything.values()) == sum(len(g.test) for g in grouped.values())
+    assert select_test_records(grouped, 0) == {}
+    with pytest.raises(ValueError, match="limit"):
+        select_test_records(grouped, -1)
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["zero-shot", "rag", "steer", "rag+steer"])
+def test_protocol_lm_methods(records: list[PersonalRecord], method: str) -> None:
+    run = _run(records, method, batch_size=3)
+    tests = [r for r in records if r.split == "test"]
+    s = run.summary
+    assert s["method"] == method and s["n"] == len(tests) == 8
+    for key in ("function_acc", "arg_acc", "call_acc", "valid_rate", "mean_prompt_tokens"):
+        assert s[key] is not None
+    assert s["p50_latency_ms"] is not None and s["p95_latency_ms"] >= s["p50_latency_ms"]
+    assert "batch wall time" in s["latency_basis"]
+    assert s["fingerprint"] == tiny_lm("llama").fingerprint and s["machine"]["cpu_count"]
+    (engine,) = FakeEngine.instances
+    expected = {"zero-shot": "none", "rag": "rag", "steer": "steer", "rag+steer": "rag+steer"}
+    assert {r.personalization for r in engine.requests} == {expected[method]}
+    assert all(r.tool_choice == "any" for r in engine.requests)
+    assert max(engine.batches) <= 3 and sum(engine.batches) == len(tests)
+    # Every test turn answered once, by its own user, with its own tools.
+    seen = sorted((r.user_id, r.messages[-1]["content"]) for r in engine.requests)
+    assert seen == sorted((r.user_id, r.request) for r in tests)
+    if method != "zero-shot":
+        history = {u: len(g.history) for u, g in group_by_user(records).items()}
+        by_user = [r.user_id for r in engine.requests]
+        # Offline: the memory holds exactly the user's history while answering.
+        assert engine.memory_sizes == [history[u] for u in by_user]
+    rows = run.rows()
+    assert len(rows) == len(tests)
+    for row in rows:
+        assert {"user_kind", "domain", "n_history_domain", "phase", "call", "latency_s"} <= set(row)
+    u02 = [r for r in rows if r["user_id"] == "u02"]
+    assert all(r["n_history_domain"] >= 10 and r["user_kind"] == "dense" for r in u02)
+
+
+def test_protocol_online_records_feedback_after_each_turn(records: list[PersonalRecord]) -> None:
+    run = _run(records, "rag", online=True, batch_size=8)
+    (engine,) = FakeEngine.instances
+    grouped = group_by_user(records)
+    answered: dict[str, int] = {}
+    for req, size in zip(engine.requests, engine.memory_sizes, strict=True):
+        user = req.user_id
+        assert user is not None
+        # History plus the gold calls of the user's earlier test turns, nothing more.
+        assert size == len(grouped[user].history) + answered.get(user, 0)
+        answered[user] = answered.get(user, 0) + 1
+    # Turn by turn: a batch never holds two turns of one user.
+    start = 0
+    for size in engine.batches:
+        users = [r.user_id for r in engine.requests[start : start + size]]
+        assert len(users) == len(set(users))
+        start += size
+    assert run.summary["online"] is True and run.summary["n"] == 8
+
+
+def test_protocol_limit_and_output_file(records: list[PersonalRecord], tmp_path: Path) -> None:
+    run = _run(records, "steer", limit=4)
+    out = tmp_path / "rows.jsonl"
+    run.write_rows(out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 4 == run.summary["n"]
+    assert {r["user_id"] for r in rows} == {"u01", "u02", "u03"}
+    (engine,) = FakeEngine.instances
+    # Only the answered users' history is ingested (users are isolated).
+    assert engine.memory.store.count() == sum(
+        len(g.history) for u, g in group_by_user(records).items() if u in {"u01", "u02", "u03"}
+    )
+
+
+def test_protocol_rejects_bad_input(records: list[PersonalRecord]) -> None:
+    with pytest.raises(ValueError, match="unknown method"):
+        _run(records, "magic")
+    with pytest.raises(ValueError, match="batch size"):
+        _run(records, "rag", batch_size=0)
+    with pytest.raises(ValueError, match="no test records"):
+        _run([r for r in records if r.split == "history"], "rag")
+    with pytest.raises(ValueError, match="online"):
+        _run(records, "zero-shot", online=True)
+    assert METHODS == ("zero-shot", "rag", "steer", "rag+steer", "knn")
+
+
+# --------------------------------------------------------------------------------------------
+# knn baseline
+# --------------------------------------------------------------------------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "units"],
+            "additionalProperties": False,
+        },
+    },
+}
+MUSIC = {
+    "type": "function",
+    "function": {
+        "name": "play_music",
+        "description": "Play music.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "query": {"type": "string"},
+                "service": {"type": "string", "enum": ["spotify", "youtube"]},
+            },
+            "required": ["query", "service"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def _record(
+    user: str, turn: int, split: str, text: str, chosen: dict[str, Any], graded: list[str]
+) -> PersonalRecord:
+    other = dict(chosen["arguments"])
+    key = "units" if "units" in other else "service"
+    other[key] = {"celsius": "fahrenheit", "fahrenheit": "celsius"}.get(
+        other[key], "youtube" if other[key] == "spotify" else "spotify"
+    )
+    return parse_record(
+        {
+            "user_id": user,
+            "turn": turn,
+            "split": split,
+            "messages": [{"role": "user", "content": text}],
+            "tools": [WEATHER if key == "units" else MUSIC],
+            "chosen": chosen,
+            "rejected": [{"name": chosen["name"], "arguments": other}],
+            "graded_args": graded,
+            "meta": {"domain": "weather" if key == "units" else "music", "user_kind": "sparse"},
+        }
+    )
+
+
+def _weather(city: str, units: str) -> dict[str, Any]:
+    return {"name": "get_weather", "arguments": {"city": city, "units": units}}
+
+
+def _music(query: str, service: str) -> dict[str, Any]:
+    return {"name": "play_music", "arguments": {"query": query, "service": service}}
+
+
+def test_knn_copies_the_most_similar_past_call_of_the_same_user() -> None:
+    weather, music = "what is the weather in", "play some jazz music for me"
+    data = [
+        _record("ann", 0, "history", f"{weather} oslo today", _weather("Oslo", "fahrenheit"), []),
+        _record("ann", 1, "history", music, _music("jazz", "youtube"), ["service"]),
+        _record("bob", 0, "history", f"{weather} paris today", _weather("Paris", "celsius"), []),
+        _record(
+            "ann", 2, "test", f"{weather} paris today", _weather("Paris", "fahrenheit"), ["city"]
+        ),
+        _record("ann", 3, "test", "play some rock music", _music("rock", "youtube"), ["service"]),
+        _record("bob", 1, "test", music, _music("jazz", "spotify"), ["service"]),
+    ]
+    with temporary_memory(tiny_lm("llama"), embedder=HashEmbedder()) as memory:
+        from fints_agent.eval.personal import ingest_history
+
+        assert ingest_history(memory, data, progress=False) == 3
+        call, tid = knn_call(memory, data[3])
+        # Ann's Oslo call, copied exactly (not Bob's Paris call, though Bob's is more similar).
+        assert call == _weather("Oslo", "fahrenheit") and tid
+        assert knn_call(memory, data[4])[0] == _music("jazz", "youtube")
+        # Bob has no music history: no past call of his uses an offered tool.
+        assert knn_call(memory, data[5]) == (None, None)
+        run = run_personal(None, data, "knn", memory=memory, progress=False)
+    s = run.summary
+    assert s["n"] == 3 and s["mean_prompt_tokens"] is None and s["batch_size"] == 1
+    by_turn = {(o.record.user_id, o.record.turn): o for o in run.outcomes}
+    assert by_turn[("ann", 2)].score.function and not by_turn[("ann", 2)].score.args
+    assert by_turn[("ann", 3)].score.call
+    assert by_turn[("bob", 1)].call is None and not by_turn[("bob", 1)].score.valid
+    assert s["function_acc"] == pytest.approx(2 / 3, abs=1e-4)
+    assert s["call_acc"] == pytest.approx(1 / 3, abs=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# Changed preferences
+# --------------------------------------------------------------------------------------------
+
+
+def test_old_preference_call_and_follow_label(records: list[PersonalRecord]) -> None:
+    grouped = group_by_user(records)
+    user = grouped["u03"]
+    old = next(r.meta["preference"] for r in user.history if r.meta["phase"] == "old")
+    labelled = 0
+    for record in user.test:
+        old_call = old_preference_call(record, old)
+        if old_call is None:
+            continue
+        labelled += 1
+        chosen = record.chosen.as_dict()
+        assert old_call == record.rejected[0].as_dict()
+        assert follow_label(chosen, chosen, old_call) == "new"
+        assert follow_label(old_call, chosen, old_call) == "old"
+        assert follow_label(None, chosen, old_call) == "neither"
+        assert follow_label({"name": "nope", "arguments": {}}, chosen, old_call) == "neither"
+    assert labelled >= 1
+    # Stable records and records of users without an old phase get no label.
+    assert all(old_preference_call(r, None) is None for r in grouped["u01"].test)
+    run = _run(records, "rag")
+    assert run.summary["changed_preference"]["n"] == labelled
+    assert {r["follows"] for r in run.rows() if r["user_id"] != "u03"} == {None}
+
+
+def test_follow_label_compares_only_what_differs() -> None:
+    new = {"name": "search_news", "arguments": {"query": "rain", "source": "bbc"}}
+    old = {"name": "search_news", "arguments": {"query": "rain", "source": "cnn"}}
+    other_query = {"name": "search_news", "arguments": {"query": "sun", "source": "cnn"}}
+    assert follow_label(other_query, new, old) == "old"
+    ride = {"name": "request_ride", "arguments": {"pickup": "a", "dropoff": "b"}}
+    walk = {"name": "get_directions", "arguments": {"origin": "a", "destination": "b"}}
+    assert follow_label(walk, ride, walk) == "old"
+    assert follow_label(ride, ride, walk) == "new"
+
+
+# --------------------------------------------------------------------------------------------
+# Tuning
+# --------------------------------------------------------------------------------------------
+
+
+class _Poisoned(PersonalRecord):
+    """A test record whose every field but ``split`` fails when read."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith("_") or name in ("split", "model_fields", "model_config"):
+            return super().__getattribute__(name)
+        raise AssertionError(f"tuning read field {name!r} of a test record")
+
+
+def _poison(record: PersonalRecord) -> PersonalRecord:
+    if record.split != "test":
+        return record
+    return _Poisoned.model_validate(record.model_dump())
+
+
+def test_poisoned_record_really_fails_when_read(records: list[PersonalRecord]) -> None:
+    test = next(r for r in records if r.split == "test")
+    poisoned = _poison(test)
+    assert poisoned.split == "test"
+    with pytest.raises(AssertionError, match="messages"):
+        _ = poisoned.messages
+
+
+def test_tuning_never_reads_test_records(
+    records: list[PersonalRecord], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINTS_AGENT_CACHE", str(tmp_path))
+    poisoned = [_poison(r) for r in records]
+    history_texts = {r.request for r in records if r.split == "history"}
+    from fints_agent.memory import Memory
+
+    recorded: list[str] = []
+    real_record_many = Memory.record_many
+
+    def spy(self: Memory, items: Any, **kwargs: Any) -> list[str]:
+        items = list(items)
+        recorded.extend(i["messages"][-1]["content"] for i in items)
+        return real_record_many(self, items, **kwargs)
+
+    monkeypatch.setattr(Memory, "record_many", spy)
+    FakeEngine.instances.clear()
+    lm = tiny_lm("llama")
+    result = tune(
+        lm,
+        poisoned,
+        users=None,
+        dev_per_user=1,
+        embedder=HashEmbedder(),
+        budget_minutes=10,
+        engine_factory=FakeEngine,
+        progress=False,
+    )
+    (engine,) = FakeEngine.instances
+    asked = {r.messages[-1]["content"] for r in engine.requests}
+    assert asked and asked <= history_texts
+    assert set(recorded) <= history_texts
+    # Dev turns are never recorded; every request answered is a held-out history turn.
+    ingest, dev = tuning_split(records, 1)
+    assert asked == {r.request for r in dev}
+    assert len(recorded) == len(ingest)
+    assert result["dev_turns"] == len(dev) == 2 and result["ingest_turns"] == len(ingest)
+    assert result["complete"] is True and len(result["table"]) >= 10
+    assert result["saved_to"] and Path(result["saved_to"]).is_file()
+    assert SteeringConfig.for_model(lm.fingerprint) == SteeringConfig.model_validate(result["best"])
+    row = result["table"][0]
+    assert {"steer", "rag+steer", "score", "layers", "sites", "coefficient"} <= set(row)
+
+
+def test_tuning_split_holds_out_latest_history(records: list[PersonalRecord]) -> None:
+    ingest, dev = tuning_split(records, 2)
+    assert all(r.split == "history" for r in ingest + dev)
+    for user in group_by_user(records):
+        mine = [r.turn for r in dev if r.user_id == user]
+        kept = [r.turn for r in ingest if r.user_id == user]
+        assert len(kept) >= 2 and (not mine or min(mine) > max(kept))
+    # u01 has only 2 history records: nothing held out.
+    assert not [r for r in dev if r.user_id == "u01"]
+    assert pick_users(records, 2) == ["u03", "u02"]
+    assert layer_bands(30)["middle"] == list(range(10, 20)) and layer_bands(30)["all"] is None
+
+
+def test_tune_budget_stops_the_search(records: list[PersonalRecord], tmp_path: Path) -> None:
+    FakeEngine.instances.clear()
+    result = tune(
+        tiny_lm("llama"),
+        records,
+        users=None,
+        dev_per_user=1,
+        embedder=HashEmbedder(),
+        budget_minutes=1e-6,
+        engine_factory=FakeEngine,
+        save=False,
+        progress=False,
+    )
+    assert result["complete"] is False and result["table"] == [] and result["saved_to"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# BFCL driving
+# --------------------------------------------------------------------------------------------
+
+
+def test_bfcl_requests_and_batched_prediction() -> None:
+    pytest.importorskip("bfcl_eval")
+    from fints_agent.eval.bfcl import gold_calls, load_bfcl
+    from fints_agent.eval.run_bfcl import FixedVectorMemory, _grade, bfcl_request, predict_bfcl
+
+    simple = load_bfcl("simple_python", 5)
+    irrelevant = load_bfcl("irrelevance", 3)
+    parallel = load_bfcl("parallel", 2)
+    assert bfcl_request(simple[0]).tool_choice == "any"
+    assert not bfcl_request(simple[0]).parallel
+    assert bfcl_request(irrelevant[0]).tool_choice == "auto"
+    assert bfcl_request(parallel[0]).parallel
+    steered = bfcl_request(simple[0], steer=True)
+    assert steered.personalization == "steer" and steered.user_id
+
+    by_question = {c.question: c for c in simple}
+
+    class GoldEngine:
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        def complete_batch(self, reqs: Sequence[TurnRequest]) -> list[TurnResult]:
+            self.batches.append(len(reqs))
+            out = []
+            for r in reqs:
+                case = by_question[r.messages[-1]["content"]]
+                calls = [EngineCall(c["name"], c["arguments"]) for c in gold_calls(case)]
+                out.append(TurnResult("", "", calls, [], 50, 20, "stop", {}))
+            return out
+
+    engine = GoldEngine()
+    calls, latency, tokens = predict_bfcl(engine, simple, batch_size=2, progress=False)
+    assert engine.batches == [2, 2, 1] and set(calls) == {c.id for c in simple}
+    report = _grade("simple_python", simple, calls, latency, tokens)
+    assert report["accuracy"] == 1.0 and report["valid_rate"] == 1.0
+    assert report["mean_prompt_tokens"] == 50.0
+
+    vector = _zero_vector()
+    retrieval = FixedVectorMemory(vector, "mean:u01").retrieve("x", [], None)
+    assert retrieval.vector is vector and retrieval.trajectory_ids == ["mean:u01"]
+
+
+def _zero_vector() -> Any:
+    from fints_agent.steering.vector import SteeringVector
+
+    lm = tiny_lm("llama")
+    return SteeringVector.zeros(lm.fingerprint, [0, 1, 2], ["attn", "mlp"], lm.d_model)
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+
+def test_plots_write_pngs(records: list[PersonalRecord], tmp_path: Path) -> None:
+    rows = _run(records, "rag").rows()
+    points = accuracy_by_history(rows)
+    assert sum(p["n"] for p in points) == len(rows)
+    assert changed_preference_rates(rows)["n"] >= 1
+    a = plot_accuracy_by_history({"rag": rows, "copy": rows}, tmp_path / "a.png")
+    b = plot_changed_preference({"rag": rows}, tmp_path / "b.png")
+    for path in (a, b):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------
+# End to end with the real model (slow)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.model
+@pytest.mark.timeout(1800)
+def test_real_model_personal_run_is_valid(records: list[PersonalRecord]) -> None:
+    from fints_agent.models import load_model
+
+    few = [r for r in records if r.user_id in ("u01", "u03")]
+    run = run_personal(
+        load_model(),
+        few,
+        "rag+steer",
+        limit=2,
+        batch_size=2,
+        embedder=HashEmbedder(),
+        config=SteeringConfig(),
+        progress=False,
+    )
+    assert run.summary["n"] == 2 and run.summary["valid_rate"] == 1.0
+    assert run.summary["mean_prompt_tokens"] > 100
+
+
+@pytest.mark.model
+@pytest.mark.timeout(1800)
+def test_real_model_bfcl_is_valid() -> None:
+    pytest.importorskip("bfcl_eval")
+    from fints_agent.eval.run_bfcl import run_bfcl
+    from fints_agent.models import load_model
+
+    report = run_bfcl(load_model(), "simple_python", limit=2, batch_size=2, progress=False)
+    assert report["n"] == 2 and report["valid_rate"] == 1.0
+
+
+def test_history_memory_store_is_reused_only_when_it_matches(
+    records: list[PersonalRecord], tmp_path: Path
+) -> None:
+    from fints_agent.eval.personal import history_memory
+
+    lm = tiny_lm("llama")
+    store = tmp_path / "store"
+    few = [r for r in records if r.user_id in ("u01", "u03")]
+    with history_memory(lm, few, store=store, embedder=HashEmbedder(), progress=False) as (
+        memory,
+        seconds,
+    ):
+        assert seconds > 0 and memory.store.count() == 7
+    with history_memory(lm, few, store=store, embedder=HashEmbedder(), progress=False) as (
+        memory,
+        seconds,
+    ):
+        assert seconds == 0.0 and memory.store.count() == 7
+    with (
+        pytest.raises(ValueError, match="holds other trajectories"),
+        history_memory(lm, records, store=store, embedder=HashEmbedder(), progress=False),
+    ):
+        pass
