@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,9 +23,18 @@ from fints_agent.decoding import decode
 from fints_agent.models import LoadedModel, load_model
 from fints_agent.steering.vector import SteeringVector
 
-__all__ = ["SECTIONS", "bench_load", "bench_steering", "run_bench", "timed_rate"]
+__all__ = [
+    "SECTIONS",
+    "bench_constrained",
+    "bench_load",
+    "bench_memory",
+    "bench_personalization",
+    "bench_steering",
+    "run_bench",
+    "timed_rate",
+]
 
-SECTIONS = ("load", "steering")
+SECTIONS = ("load", "steering", "constrained", "personalization", "memory")
 
 BENCH_PROMPT = [
     {"role": "user", "content": "Plan a weekend trip to Oslo: list what to pack and why."}
@@ -86,6 +96,169 @@ def bench_steering(lm: LoadedModel, *, tokens: int = 48, repeats: int = 5) -> di
     }
 
 
+_WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather forecast for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 14},
+            },
+            "required": ["city", "units", "days"],
+        },
+    },
+}
+_RIDE = {
+    "type": "function",
+    "function": {
+        "name": "book_ride",
+        "description": "Book a taxi ride.",
+        "parameters": {
+            "type": "object",
+            "properties": {"pickup": {"type": "string"}, "dropoff": {"type": "string"}},
+            "required": ["pickup", "dropoff"],
+        },
+    },
+}
+
+
+def bench_constrained(lm: LoadedModel, *, repeats: int = 5) -> dict[str, Any]:
+    """Decode tokens/s of a tool call: grammar-constrained (with jump-forward) vs free."""
+    from fints_agent.calls import CallGrammar, ConstrainedDecoder, get_compiler, to_tool_specs
+    from fints_agent.decoding import DecodeStats, stop_token_ids
+    from fints_agent.prompting import PromptRenderer
+
+    specs = to_tool_specs([_WEATHER, _RIDE])
+    renderer = PromptRenderer(lm.tokenizer)
+    prompt = renderer.render_prompt(
+        [{"role": "user", "content": "Weather in Oslo for the next 3 days, in celsius?"}],
+        [_WEATHER, _RIDE],
+    )
+    compiler = get_compiler(
+        lm.tokenizer, int(lm.model.config.vocab_size), stop_token_ids=sorted(stop_token_ids(lm))
+    )
+    grammar = CallGrammar.build(compiler, specs, "required", parallel=False)
+    assert grammar is not None
+    counts: dict[str, int] = {}
+
+    def constrained(jump: bool) -> Callable[[], int]:
+        def run() -> int:
+            stats = DecodeStats()
+            decoder = ConstrainedDecoder(grammar, 1)
+            steps = decode(
+                lm, [prompt], max_new_tokens=64, constraint=decoder, jump_forward=jump, stats=stats
+            )
+            for _ in steps:
+                pass
+            counts["call_tokens"] = stats.generated_tokens[0]
+            return stats.generated_tokens[0]
+
+        return run
+
+    rates = _alternate(
+        {
+            "free": _greedy(lm, prompt, 40),
+            "constrained": constrained(False),
+            "constrained_jump": constrained(True),
+        },
+        repeats,
+    )
+    return {
+        "decode_tokens_per_s_free": round(rates["free"], 2),
+        "decode_tokens_per_s_constrained": round(rates["constrained"], 2),
+        "decode_tokens_per_s_constrained_jump_forward": round(rates["constrained_jump"], 2),
+        "constrained_over_free": round(rates["constrained"] / rates["free"], 3),
+        "constrained_jump_forward_over_free": round(rates["constrained_jump"] / rates["free"], 3),
+        "call_tokens": counts.get("call_tokens"),
+        "repeats": repeats,
+    }
+
+
+def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
+    """Per-turn overhead of personalization (retrieve + aggregate + hooks) in a whole turn."""
+    from fints_agent.calls import to_tool_specs
+    from fints_agent.config import SteeringConfig
+    from fints_agent.engine import TurnEngine, TurnRequest
+    from fints_agent.memory import Memory, TrajectoryStore
+
+    with tempfile.TemporaryDirectory() as store:
+        memory = Memory(lm, TrajectoryStore(store))
+        cities = ["Oslo", "Paris", "Rome", "Berlin", "Madrid", "Lisbon"]
+        memory.record_many(
+            [
+                {
+                    "user_id": "u",
+                    "messages": [{"role": "user", "content": f"Weather in {c} for 2 days?"}],
+                    "tools": [_WEATHER, _RIDE],
+                    "chosen": {
+                        "name": "get_weather",
+                        "arguments": {"city": c, "units": "fahrenheit", "days": 2},
+                    },
+                }
+                for c in cities
+            ],
+            progress=False,
+        )
+        engine = TurnEngine(lm, memory, SteeringConfig(min_similarity=0.0))
+        specs = to_tool_specs([_WEATHER, _RIDE])
+        totals, retrieval = [], []
+        for i in range(turns):
+            req = TurnRequest(
+                [{"role": "user", "content": f"Weather in {cities[i % 6]}ville for 3 days?"}],
+                specs,
+                tool_choice="any",
+                user_id="u",
+                personalization="steer",
+            )
+            t0 = time.perf_counter()
+            engine.retrieve(req)
+            t1 = time.perf_counter()
+            engine.complete(req)
+            t2 = time.perf_counter()
+            retrieval.append(t1 - t0)
+            totals.append(t2 - t1)
+        plain = []
+        for i in range(turns):
+            req = TurnRequest(
+                [{"role": "user", "content": f"Weather in {cities[i % 6]}ville for 3 days?"}],
+                specs,
+                tool_choice="any",
+                personalization="none",
+            )
+            t0 = time.perf_counter()
+            engine.complete(req)
+            plain.append(time.perf_counter() - t0)
+    turn = statistics.median(totals)
+    base = statistics.median(plain)
+    return {
+        "turn_seconds_personalized_p50": round(turn, 3),
+        "turn_seconds_unpersonalized_p50": round(base, 3),
+        "retrieve_aggregate_ms_p50": round(1000 * statistics.median(retrieval), 1),
+        "personalization_share_of_turn": round(max(0.0, turn - base) / turn, 3),
+        "turns": turns,
+    }
+
+
+def bench_memory() -> dict[str, Any]:
+    """The memory benchmark (``tools/bench_memory.py``) when run from a source checkout."""
+    script = Path(__file__).resolve().parent.parent / "tools" / "bench_memory.py"
+    if not script.is_file():
+        return {"skipped": "tools/bench_memory.py not found (run from a source checkout)"}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "memory.json"
+        subprocess.run(
+            [sys.executable, str(script), "--only", "latency,ingestion", "--out", str(out)],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        data: dict[str, Any] = json.loads(out.read_text())
+    return data
+
+
 _LOAD_SNIPPET = (
     "import time,json;t=time.perf_counter();from fints_agent.models import load_model;"
     "lm=load_model();print(json.dumps({'seconds':lm.load_seconds,'source':lm.source}))"
@@ -122,8 +295,14 @@ def run_bench(sections: list[str]) -> dict[str, Any]:
     }
     if "load" in sections:
         result["load"] = bench_load()
+    lm = load_model()
+    result["model"] = {"name": lm.name, "fingerprint": lm.fingerprint}
     if "steering" in sections:
-        lm = load_model()
-        result["model"] = {"name": lm.name, "fingerprint": lm.fingerprint}
         result["steering"] = bench_steering(lm)
+    if "constrained" in sections:
+        result["constrained"] = bench_constrained(lm)
+    if "personalization" in sections:
+        result["personalization"] = bench_personalization(lm)
+    if "memory" in sections:
+        result["memory"] = bench_memory()
     return result

@@ -120,6 +120,10 @@ class FintsChatModel(BaseChatModel):
     """Sampling seed."""
     stop: list[str] | None = None
     """Stop sequences for text answers."""
+    call_on_user_turn: bool = False
+    """With tools bound and ``tool_choice`` auto, a turn that answers a user message must call
+    a tool (after a tool result the model may still answer in text). Small models rarely choose
+    to call a tool on their own; agents built on them usually want this on."""
     parallel_tool_calls: bool = False
     """Allow several calls in one answer (or per call: ``parallel_tool_calls=True``)."""
 
@@ -240,10 +244,19 @@ class FintsChatModel(BaseChatModel):
             json_schema = dict(schema["json_schema"].get("schema", {}))
         elif isinstance(schema, Mapping) and schema.get("type") == "json_object":
             json_schema = {"type": "object"}
+        tool_choice = kwargs.get("tool_choice")
+        if (
+            self.call_on_user_turn
+            and tools
+            and tool_choice in (None, "auto")
+            and chat
+            and chat[-1]["role"] == "user"
+        ):
+            tool_choice = "any"
         req = TurnRequest(
             messages=chat,
             tools=tools,
-            tool_choice=kwargs.get("tool_choice"),
+            tool_choice=tool_choice,
             user_id=user_id,
             personalization=kwargs.get("personalization", self.personalization),
             json_schema=json_schema,

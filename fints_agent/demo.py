@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
 __all__ = ["HISTORIES", "REQUESTS", "TOOLS", "run_demo"]
 
@@ -183,6 +184,7 @@ def run_demo(
     from langchain.agents.middleware import ModelCallLimitMiddleware
 
     from fints_agent.chat_model import FintsChatModel
+    from fints_agent.config import SteeringConfig
 
     tmp = None
     if store is None:
@@ -191,7 +193,13 @@ def run_demo(
     elif fresh:
         shutil.rmtree(store, ignore_errors=True)
     try:
-        llm = FintsChatModel(memory=store, max_tokens=64)
+        llm = FintsChatModel(
+            memory=store,
+            max_tokens=96,
+            call_on_user_turn=True,
+            personalization="rag+steer",
+            steering=SteeringConfig(coefficient=2.0, steer_prompt=False, gate="choices"),
+        )
         start = time.perf_counter()
         lm = llm.load()
         if verbose:
@@ -200,14 +208,24 @@ def run_demo(
                 f"fingerprint {lm.fingerprint}), loaded in {time.perf_counter() - start:.1f} s"
             )
             print(f"memory: {store}")
-        ids: dict[str, dict[str, str]] = {}
-        for user, history in HISTORIES.items():
-            ids[user] = {}
-            for request, call in history:
-                tid = llm.record_feedback(user, [HumanMessage(request)], TOOLS, call)
-                ids[user][tid] = request
-            if verbose:
-                print(f"recorded {len(history)} past trajectories for {user}")
+        memory = llm.get_memory(lm)
+        tools = [convert_to_openai_tool(t) for t in TOOLS]
+        pairs = [(user, request, call) for user, h in HISTORIES.items() for request, call in h]
+        items: list[dict[str, Any]] = [
+            {
+                "user_id": user,
+                "messages": [{"role": "user", "content": request}],
+                "tools": tools,
+                "chosen": call,
+            }
+            for user, request, call in pairs
+        ]
+        tids = memory.record_many(items, progress=verbose)
+        ids: dict[str, dict[str, str]] = {user: {} for user in HISTORIES}
+        for (user, request, _), tid in zip(pairs, tids, strict=True):
+            ids[user][tid] = request
+        if verbose:
+            print(f"recorded {len(items)} past trajectories for {', '.join(HISTORIES)}")
         # Two model calls per request: the tool call, then the answer after the tool's result.
         agent = create_agent(
             llm,

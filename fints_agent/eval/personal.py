@@ -260,6 +260,7 @@ def open_memory(
     layers: Sequence[int] | None = None,
     sites: Sequence[str] = ("attn", "mlp"),
     batch_size: int = 8,
+    **options: Any,
 ) -> Memory:
     """A :class:`~fints_agent.memory.Memory` on a Chroma directory (vectors of all layers).
 
@@ -270,6 +271,8 @@ def open_memory(
         layers: Layers of the stored vectors (default all, so any configuration can select).
         sites: Sites of the stored vectors.
         batch_size: Forward-pass batch size for vector computation.
+        **options: Further :class:`~fints_agent.memory.Memory` options (for example
+            ``skip_shared_prefix=True``).
     """
     from fints_agent.memory import Memory, TrajectoryStore
 
@@ -280,6 +283,7 @@ def open_memory(
         sites=tuple(sites),  # type: ignore[arg-type]
         embedder=embedder,
         batch_size=batch_size,
+        **options,
     )
 
 
@@ -300,6 +304,7 @@ def history_memory(
     store: str | Path | None = None,
     embedder: str | Embedder = "minilm",
     progress: bool = True,
+    options: Mapping[str, Any] | None = None,
 ) -> Iterator[tuple[Memory, float]]:
     """A memory holding exactly the ``history`` records given, ready to answer turns.
 
@@ -314,6 +319,7 @@ def history_memory(
         store: A directory to keep the memory in (None: temporary).
         embedder: Retrieval embedder.
         progress: Show a progress bar while recording.
+        options: Further :class:`~fints_agent.memory.Memory` options.
 
     Yields:
         ``(memory, seconds spent recording)`` (0 when reused).
@@ -323,13 +329,13 @@ def history_memory(
     """
     history = [r for r in records if r.split == "history"]
     if store is None:
-        with temporary_memory(lm, embedder=embedder) as memory:
+        with temporary_memory(lm, embedder=embedder, **dict(options or {})) as memory:
             began = time.perf_counter()
             ingest_history(memory, history, progress=progress)
             yield memory, time.perf_counter() - began
         return
     Path(store).mkdir(parents=True, exist_ok=True)
-    memory = open_memory(lm, store, embedder=embedder)
+    memory = open_memory(lm, store, embedder=embedder, **dict(options or {}))
     expected: dict[str, int] = defaultdict(int)
     for r in history:
         expected[r.user_id] += 1
