@@ -50,7 +50,13 @@ class TestFintsChatModelIntegration(ChatModelIntegrationTests):
 
     @property
     def chat_model_params(self) -> dict[str, Any]:
-        return {"model": "smollm2-135m-instruct", "max_tokens": 128, "personalization": "none"}
+        return {
+            "model": "smollm2-135m-instruct",
+            "max_tokens": 128,
+            "personalization": "none",
+            # An agent on a small model: answer user turns with a call when tools are bound.
+            "call_on_user_turn": True,
+        }
 
     @property
     def has_tool_choice(self) -> bool:

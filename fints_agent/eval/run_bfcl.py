@@ -94,7 +94,8 @@ def bfcl_request(case: BfclCase, *, steer: bool = False) -> TurnRequest:
 
     Returns:
         A request with ``tool_choice`` ``"auto"`` for irrelevance categories, ``"any"``
-        otherwise, and parallel calls allowed for parallel categories.
+        otherwise, and parallel calls allowed for parallel categories. A call cut short by the
+        token budget still counts as a call (an irrelevance case is then wrong).
     """
     from fints_agent.calls import to_tool_specs
     from fints_agent.engine import TurnRequest
@@ -107,7 +108,8 @@ def bfcl_request(case: BfclCase, *, steer: bool = False) -> TurnRequest:
         tool_choice="auto" if irrelevance else "any",
         user_id=_STEER_USER if steer else None,
         personalization="steer" if steer else "none",
-        max_new_tokens=384 if parallel else 192,
+        # Without a call, an irrelevance answer is prose: its first tokens decide the case.
+        max_new_tokens=384 if parallel else (96 if irrelevance else 192),
         parallel=parallel,
     )
 
