@@ -20,8 +20,9 @@ SCHEMA_TYPES = [
     pytest.param(
         "typeddict",
         marks=pytest.mark.xfail(
-            reason="open defect: TypedDict structured output fails inside this suite, while "
-            "the same schema gives a valid result when run alone; not yet diagnosed",
+            reason="open defect: inside the suite the parser gets no valid call for the "
+            "TypedDict joke (result None: most likely the call is cut off at max_tokens=128 and "
+            "reported as invalid), while the same schema gives a valid result when run alone",
             strict=False,
         ),
     ),
