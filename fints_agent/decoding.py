@@ -22,7 +22,14 @@ from fints_agent.models import LoadedModel
 from fints_agent.steering.inject import Coefficients, SteeringHandle, steer
 from fints_agent.steering.vector import SteeringVector
 
-__all__ = ["Constraint", "DecodeStats", "Step", "decode", "generate_text", "stop_token_ids"]
+__all__ = [
+    "Constraint",
+    "DecodeStats",
+    "Step",
+    "decode",
+    "generate_text",
+    "stop_token_ids",
+]
 
 
 class Constraint(Protocol):
@@ -60,6 +67,9 @@ class DecodeStats:
     prompt_tokens: list[int] = field(default_factory=list)
     generated_tokens: list[int] = field(default_factory=list)
     finish_reason: list[str] = field(default_factory=list)
+    closed_early: list[bool] = field(default_factory=list)
+    """Per row, whether ``close_within`` had to bring its JSON to an end (the row finished
+    valid, but its finish reason is ``"length"``: a value may be cut short)."""
 
 
 GateFn = Callable[[list[str]], torch.Tensor | None]
@@ -103,6 +113,8 @@ def decode(
     stats: DecodeStats | None = None,
     stop_at_eos: bool = True,
     jump_forward: bool = True,
+    close_within: int | Sequence[int] = 0,
+    close_scope: Callable[[list[str]], list[bool]] | None = None,
 ) -> Iterator[Step]:
     """Generate from a batch of prompts, one step at a time.
 
@@ -126,6 +138,12 @@ def decode(
         stop_at_eos: Stop a row at an end-of-turn token (benchmarks turn this off).
         jump_forward: With one row and a grammar, feed the tokens the grammar forces next
             (for example ``{"name": "``) in the same forward pass as the sampled token.
+        close_within: When a row has this many tokens of budget left (one number, or one per
+            row), restrict it to tokens that close its open JSON wherever the grammar allows
+            one (a constraint with ``prefer_closing``), so a long call ends valid instead of
+            being cut off. 0: off.
+        close_scope: Per row, whether closing applies now (for example only inside a call,
+            not in a free-text answer); default: every row.
 
     Raises:
         ValueError: Empty batch or an empty prompt.
@@ -160,6 +178,10 @@ def decode(
     texts = [""] * batch
     done = [False] * batch
     reasons = ["length"] * batch
+    closed: set[int] = set()
+    reserves = [int(close_within)] * batch if isinstance(close_within, int) else list(close_within)
+    if len(reserves) != batch:
+        raise ValueError(f"close_within has {len(reserves)} entries for {batch} rows")
     if stats is not None:
         stats.prompt_tokens = [len(r) for r in rows]
 
@@ -193,6 +215,18 @@ def decode(
             logits = out.logits[:, -1, :].float()
             if constraint is not None:
                 constraint.mask_logits(logits)
+            prefer_closing = getattr(constraint, "prefer_closing", None)
+            if prefer_closing is not None and any(reserve > 0 for reserve in reserves):
+                scope = close_scope(texts) if close_scope is not None else [True] * batch
+                closing = [
+                    i
+                    for i in range(batch)
+                    if scope[i]
+                    and not done[i]
+                    and max_new_tokens - len(generated[i]) <= reserves[i]
+                ]
+                if closing:
+                    closed.update(prefer_closing(logits, closing))
             if no_repeat_ngram > 1:
                 scope = repeat_scope(texts) if repeat_scope is not None else [True] * batch
                 for i in range(batch):
@@ -263,7 +297,8 @@ def decode(
             step_pos = step_pos[:, -1:] + torch.arange(1, width_step + 1, device=device)
     if stats is not None:
         stats.generated_tokens = [len(g) for g in generated]
-        stats.finish_reason = reasons
+        stats.finish_reason = ["length" if i in closed else r for i, r in enumerate(reasons)]
+        stats.closed_early = [i in closed for i in range(batch)]
 
 
 def _ban_repeats(logits: torch.Tensor, generated: list[int], n: int) -> None:

@@ -20,11 +20,15 @@ from typing import Any, Literal, Protocol
 import torch
 
 from fints_agent.calls import (
+    CALL_CLOSE,
+    CALL_OPEN,
     CallGrammar,
     ConstrainedDecoder,
     InvalidToolCall,
     ToolCall,
     ToolSpec,
+    dump_json,
+    example_value,
     get_compiler,
     in_free_text_value,
     parse_calls,
@@ -270,7 +274,24 @@ class TurnEngine:
             vector = vector.select(keep, sites) if keep and sites else None
         info = _steering_info(req, retrieval, vector is not None)
         gate_specs = allowed if vector is not None and cfg.gate == "choices" else []
-        return PreparedTurn(req, prompt, constraint, allowed, vector, info, gate_specs)
+        reserve = self._closing_reserve(req, allowed) if constraint is not None else 0
+        return PreparedTurn(req, prompt, constraint, allowed, vector, info, gate_specs, reserve)
+
+    def _closing_reserve(self, req: TurnRequest, allowed: Sequence[ToolSpec]) -> int:
+        """Tokens kept at the end of the budget to bring an open call to a valid end.
+
+        The size of the smallest valid call (the longest one among the tools; required
+        arguments only, short example values) plus a margin, at most the whole budget (a
+        budget too small for any call then gives the shortest call the grammar allows).
+        """
+        if req.json_schema is not None:
+            texts = [dump_json(example_value(req.json_schema))]
+        else:
+            texts = [
+                render_call(s.name, example_value(s.parameters), s.parameters) for s in allowed
+            ]
+        need = max((self.renderer.count_tokens(t) for t in texts), default=0)
+        return min(need + _CLOSING_MARGIN, req.max_new_tokens)
 
     def run(self, req: TurnRequest) -> TurnStream:
         """Start a turn; iterate the stream for text deltas."""
@@ -283,6 +304,19 @@ class TurnEngine:
         def scope(texts: list[str]) -> list[bool]:
             return [
                 t.constraint is None or in_free_text_value(text, t.allowed)
+                for t, text in zip(turns, texts, strict=True)
+            ]
+
+        return scope
+
+    def _close_scope(self, turns: Sequence[PreparedTurn]) -> Any:
+        def scope(texts: list[str]) -> list[bool]:
+            return [
+                t.constraint is not None
+                and (
+                    t.constraint.grammar.kind != "auto"
+                    or text.rfind(CALL_OPEN) > text.rfind(CALL_CLOSE)
+                )
                 for t, text in zip(turns, texts, strict=True)
             ]
 
@@ -318,6 +352,8 @@ class TurnEngine:
                 gate=self._gate([turn]),
                 no_repeat_ngram=req.no_repeat_ngram,
                 repeat_scope=self._repeat_scope([turn]),
+                close_within=turn.closing_reserve,
+                close_scope=self._close_scope([turn]),
                 temperature=req.temperature,
                 seed=req.seed,
                 stats=stats,
@@ -387,6 +423,8 @@ class TurnEngine:
                 gate=self._gate(turns),
                 no_repeat_ngram=requests[0].no_repeat_ngram,
                 repeat_scope=self._repeat_scope(turns),
+                close_within=[t.closing_reserve for t in turns],
+                close_scope=self._close_scope(turns),
                 temperature=requests[0].temperature,
                 seed=requests[0].seed,
                 stats=stats,
@@ -406,6 +444,8 @@ class PreparedTurn:
     vector: SteeringVector | None
     info: dict[str, Any]
     gate_specs: list[ToolSpec]
+    closing_reserve: int = 0
+    """Tokens before the end of the budget at which an open call is brought to an end."""
 
 
 class RowConstraints:
@@ -426,10 +466,23 @@ class RowConstraints:
             if c is not None and not c.finished(0):
                 c.accept(tokens[i : i + 1])
 
+    def prefer_closing(self, logits: torch.Tensor, rows: Sequence[int]) -> list[int]:
+        """Restrict the given constrained rows to closing tokens (see ConstrainedDecoder)."""
+        restricted: list[int] = []
+        for i in rows:
+            c = self.rows[i]
+            if c is not None and c.prefer_closing(logits[i : i + 1], [0]):
+                restricted.append(i)
+        return restricted
+
     def finished(self, row: int) -> bool:
         """Whether a row's grammar is complete (unconstrained rows: never)."""
         c = self.rows[row]
         return c is not None and c.finished(0)
+
+
+_CLOSING_MARGIN = 4
+"""Extra tokens kept for closing a call (token boundaries differ from the example's)."""
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:

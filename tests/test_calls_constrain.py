@@ -388,6 +388,72 @@ def test_mask_at_the_start(
     assert torch.isfinite(logits).sum() > VOCAB - 100  # free text: nearly everything allowed
 
 
+def closing_texts(decoder: ConstrainedDecoder, tokenizer: Any) -> set[str] | None:
+    """The tokens ``prefer_closing`` keeps for row 0 (None: it left the row alone)."""
+    logits = torch.zeros(1, VOCAB)
+    decoder.mask_logits(logits)
+    if not decoder.prefer_closing(logits, [0]):
+        return None
+    ids = torch.isfinite(logits[0]).nonzero().flatten().tolist()
+    return {tokenizer.decode([i]) for i in ids}
+
+
+@pytest.mark.parametrize(
+    ("prefix", "expected"),
+    [
+        # inside a string (an escaped quote does not end it): only tokens that end the string
+        ('{"city": "Oslo', "string"),
+        ('{"city": "a\\"b', "string"),
+        ('{"city": "a\\\\', "string"),
+        # between values: end the object (the call then ends), never start another property
+        ('{"city": "Oslo"', "object"),
+        # a value must start: the model chooses it
+        ('{"city": ', None),
+        # an integer in progress with no required property left: end the object
+        ('{"city": "x", "days": 1', "object"),
+    ],
+)
+def test_prefer_closing(
+    compiler: CallCompiler, tokenizer: Any, prefix: str, expected: str | None
+) -> None:
+    spec = to_tool_specs([WEATHER])[0]
+    grammar = CallGrammar.build(compiler, [spec], "required", parallel=False)
+    assert grammar is not None
+    decoder = ConstrainedDecoder(grammar, 1)
+    head = NAME_PREFIX + spec.name + ARGUMENTS_INFIX
+    for token in tokens_of(tokenizer, head + prefix):
+        decoder.accept([token])
+    kept = closing_texts(decoder, tokenizer)
+    if expected is None:
+        assert kept is None
+    elif expected == "string":
+        assert kept and all(t.startswith('"') and set(t) <= set('"}],') for t in kept), kept
+        assert '"' in kept
+    else:
+        assert kept and all(t and set(t) <= set("}]") for t in kept), kept
+        assert "}" in kept
+
+
+def test_prefer_closing_leaves_required_values_to_the_model(
+    compiler: CallCompiler, tokenizer: Any
+) -> None:
+    """A string of minLength 3 cannot end after one character; a required key must follow."""
+    schema = {
+        "type": "object",
+        "properties": {"code": {"type": "string", "minLength": 3}, "n": {"type": "integer"}},
+        "required": ["code", "n"],
+    }
+    grammar = CallGrammar.for_json_schema(compiler, schema)
+    decoder = ConstrainedDecoder(grammar, 1)
+    for token in tokens_of(tokenizer, '{"code": "a'):
+        decoder.accept([token])
+    assert closing_texts(decoder, tokenizer) is None
+    decoder = ConstrainedDecoder(grammar, 1)
+    for token in tokens_of(tokenizer, '{"code": "abc"'):
+        decoder.accept([token])
+    assert closing_texts(decoder, tokenizer) == {","}  # the comma tier: "n" is still needed
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_mask_matches_the_xgrammar_kernel(
     compiler: CallCompiler,

@@ -53,6 +53,26 @@ _FILL_CHUNK = 16384
 fill costs more than the fill (milliseconds on a busy 2-core machine)."""
 
 
+_QUOTE, _BACKSLASH, _COMMA = ord('"'), ord("\\"), ord(",")
+_CLOSERS = frozenset(b'"}]')
+
+
+@dataclass(frozen=True)
+class ClosingTokens:
+    """Tokens that bring open JSON to an end, by where the text is.
+
+    Attributes:
+        in_string: Inside a string: tokens that start with ``"`` and go on only with ``"}],``
+            (end the string, maybe the enclosing objects and arrays).
+        outside: Between values: tokens spelled only with ``}`` and ``]``, and stop tokens.
+        comma: Between values when a required property still follows: tokens of ``}],``.
+    """
+
+    in_string: torch.Tensor
+    outside: torch.Tensor
+    comma: torch.Tensor
+
+
 class CallCompiler:
     """xgrammar's grammar compiler bound to one tokenizer and vocabulary size.
 
@@ -92,6 +112,40 @@ class CallCompiler:
         for token in self.stop_token_ids:
             stop_mask[0, token // 32] |= _bit(token % 32)
         self.stop_mask: torch.Tensor = stop_mask[0]
+        self._closing: ClosingTokens | None = None
+        self._token_bytes: list[bytes] | None = None
+
+    @property
+    def token_bytes(self) -> list[bytes]:
+        """Each token's text as bytes (computed once)."""
+        if self._token_bytes is None:
+            self._token_bytes = [
+                raw if isinstance(raw, bytes) else str(raw).encode()
+                for raw in self.tokenizer_info.decoded_vocab
+            ]
+        return self._token_bytes
+
+    @property
+    def closing_tokens(self) -> ClosingTokens:
+        """Token ids that close open JSON (computed once); see :class:`ClosingTokens`."""
+        if self._closing is None:
+            in_string: list[int] = []
+            outside: list[int] = list(self.stop_token_ids)
+            comma: list[int] = []
+            for token, raw in enumerate(self.token_bytes[: self.vocab_size]):
+                chars = set(raw)
+                if not raw or not chars <= _CLOSERS | {_COMMA}:
+                    continue
+                if raw[0] == _QUOTE:
+                    in_string.append(token)
+                elif _QUOTE not in chars:
+                    (comma if _COMMA in chars else outside).append(token)
+            self._closing = ClosingTokens(
+                torch.tensor(sorted(in_string)),
+                torch.tensor(sorted(set(outside))),
+                torch.tensor(sorted(comma)),
+            )
+        return self._closing
 
     def encode(self, text: str) -> list[int]:
         """Tokenize text without special tokens.
@@ -331,11 +385,16 @@ class ConstrainedDecoder:
         self._need_apply = [True] * batch_size
         self._stopped = [False] * batch_size
         self._device_bitmask: torch.Tensor | None = None
+        # Per row: inside a JSON string, and after a backslash there (for prefer_closing).
+        self._in_string = [False] * batch_size
+        self._escaped = [False] * batch_size
 
     def reset(self) -> None:
         """Bring every row back to the start of the grammar."""
         for matcher in self._matchers:
             matcher.reset()
+        self._in_string = [False] * self.batch_size
+        self._escaped = [False] * self.batch_size
         self._fresh = [False] * self.batch_size
         self._stopped = [False] * self.batch_size
 
@@ -410,6 +469,42 @@ class ConstrainedDecoder:
         target[ids] = values
         return True
 
+    def prefer_closing(self, logits: torch.Tensor, rows: Sequence[int]) -> list[int]:
+        """Restrict rows to tokens that close the open JSON, where the grammar allows any.
+
+        Call after :meth:`mask_logits`. Near the end of a token budget this brings a call to a
+        valid end (a string value is cut short rather than the whole call). Inside a string the
+        row keeps the allowed tokens that end it (``"``, ``"}``...); between values, those that
+        end objects and arrays (or stop), else a comma. Text the grammar forces (the next
+        required key) and values it needs (a number, an enum, a string of ``minLength``) are
+        left to the model. The tokens are :attr:`CallCompiler.closing_tokens`.
+
+        Args:
+            logits: The masked ``[batch_size, vocab]`` logits (in place).
+            rows: The rows to restrict.
+
+        Returns:
+            The rows that were restricted (the others had no closing token allowed).
+        """
+        closing = self._compiler.closing_tokens
+        restricted: list[int] = []
+        for row in rows:
+            if self._stopped[row]:
+                continue
+            target = logits[row]
+            tiers = (
+                (closing.in_string,) if self._in_string[row] else (closing.outside, closing.comma)
+            )
+            for tier in tiers:
+                ids = tier.to(target.device)
+                values = target[ids]
+                if bool(torch.isfinite(values).any()):
+                    target.fill_(float("-inf"))
+                    target[ids] = values
+                    restricted.append(row)
+                    break
+        return restricted
+
     def accept(self, tokens: torch.Tensor | Sequence[int]) -> None:
         """Advance every unfinished row by its chosen token.
 
@@ -449,6 +544,15 @@ class ConstrainedDecoder:
         self._fresh[row] = False
         if matcher.is_terminated():
             self._stopped[row] = True
+        in_string, escaped = self._in_string[row], self._escaped[row]
+        for byte in self._compiler.token_bytes[token] if token < self.grammar.vocab_size else b"":
+            if escaped:
+                escaped = False
+            elif in_string and byte == _BACKSLASH:
+                escaped = True
+            elif byte == _QUOTE:
+                in_string = not in_string
+        self._in_string[row], self._escaped[row] = in_string, escaped
 
     def finished(self, row: int) -> bool:
         """Tell whether a row is done: it accepted a stop token, or stop is all it may emit.

@@ -13,7 +13,7 @@ import functools
 import json
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,6 +205,51 @@ def validate_arguments(spec: ToolSpec, arguments: Any) -> str | None:
 
 
 _BLOCK = re.compile(re.escape(CALL_OPEN) + r"(.*?)(" + re.escape(CALL_CLOSE) + r"|\Z)", re.DOTALL)
+
+
+def example_value(schema: Any, text: str = "", depth: int = 0) -> Any:
+    """A small value valid against ``schema``: const, default, first enum value, first
+    ``anyOf`` branch; strings take ``text`` (else ``"unknown"``), numbers the minimum or 1,
+    arrays ``minItems`` examples, objects their required properties."""
+    if not isinstance(schema, Mapping) or depth > 4:
+        return None
+    if "const" in schema:
+        return schema["const"]
+    if "default" in schema:
+        return copy.deepcopy(schema["default"])
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return example_value(schema[key][0], text, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
+    if kind == "string":
+        limit = schema.get("maxLength")
+        string = text or "unknown"
+        return string[: int(limit)] if isinstance(limit, int) else string
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum"))
+        number = 1 if low is None else low + (1 if "exclusiveMinimum" in schema else 0)
+        high = schema.get("maximum")
+        if high is not None and number > high:
+            number = high
+        return int(number) if kind == "integer" else number
+    if kind == "boolean":
+        return False
+    if kind == "array":
+        n = int(schema.get("minItems", 0) or 0)
+        return [example_value(schema.get("items"), text, depth + 1) for _ in range(n)]
+    if kind == "object" or "properties" in schema:
+        found = schema.get("properties")
+        props: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        need = schema.get("required")
+        required: list[Any] = need if isinstance(need, list) else []
+        return {k: example_value(props.get(k), text, depth + 1) for k in required}
+    if kind == "null":
+        return None
+    return text or "unknown"
 
 
 def parse_calls(

@@ -36,7 +36,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fints_agent.calls.format import order_arguments
-from fints_agent.calls.schema import ToolSchemaError, ToolSpec, to_tool_specs, validate_arguments
+from fints_agent.calls.schema import (
+    ToolSchemaError,
+    ToolSpec,
+    example_value,
+    to_tool_specs,
+    validate_arguments,
+)
 
 __all__ = [
     "NEGATIVE_SOURCES",
@@ -228,48 +234,6 @@ def call_choices(call: Call, spec: ToolSpec) -> dict[str, Any]:
     return {k: v for k, v in call.arguments.items() if _is_choice(props.get(k))}
 
 
-def _default_value(schema: Any, text: str, depth: int = 0) -> Any:
-    if not isinstance(schema, Mapping) or depth > 4:
-        return None
-    if "const" in schema:
-        return schema["const"]
-    if "default" in schema:
-        return copy.deepcopy(schema["default"])
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        if isinstance(schema.get(key), list) and schema[key]:
-            return _default_value(schema[key][0], text, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
-    if kind == "string":
-        limit = schema.get("maxLength")
-        string = text or "unknown"
-        return string[: int(limit)] if isinstance(limit, int) else string
-    if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        number = 1 if low is None else low + (1 if "exclusiveMinimum" in schema else 0)
-        high = schema.get("maximum")
-        if high is not None and number > high:
-            number = high
-        return int(number) if kind == "integer" else number
-    if kind == "boolean":
-        return False
-    if kind == "array":
-        n = int(schema.get("minItems", 0) or 0)
-        return [_default_value(schema.get("items"), text, depth + 1) for _ in range(n)]
-    if kind == "object" or "properties" in schema:
-        found = schema.get("properties")
-        props: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-        need = schema.get("required")
-        required: list[Any] = need if isinstance(need, list) else []
-        return {k: _default_value(props.get(k), text, depth + 1) for k in required}
-    if kind == "null":
-        return None
-    return text or "unknown"
-
-
 def fill_arguments(
     spec: ToolSpec,
     source: Mapping[str, Any],
@@ -304,7 +268,7 @@ def fill_arguments(
                 args[key] = copy.deepcopy(source[key])
                 continue
         if key in required:
-            args[key] = _default_value(schema, text)
+            args[key] = example_value(schema, text)
     return args
 
 
