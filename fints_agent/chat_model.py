@@ -225,7 +225,7 @@ class FintsChatModel(BaseChatModel):
         """
         specs = _unique_specs(tools)
         resolve_tool_choice(tool_choice, specs)  # fails now on an unknown tool name
-        return self.bind(tools=[_openai_tool(s) for s in specs], tool_choice=tool_choice, **kwargs)
+        return self.bind(tools=[s.to_openai() for s in specs], tool_choice=tool_choice, **kwargs)
 
     # -- generation --------------------------------------------------------------------------
     def _request(
@@ -378,7 +378,7 @@ class FintsChatModel(BaseChatModel):
             memory.record(
                 user_id,
                 chat,
-                [_openai_tool(s) for s in specs],
+                [s.to_openai() for s in specs],
                 _call_dict(accepted),
                 [_call_dict(r) for r in rejected] if rejected else None,
             )
@@ -417,17 +417,6 @@ def _split_held(text: str) -> tuple[str, str]:
 def _call_dict(call: Mapping[str, Any]) -> dict[str, Any]:
     args = call.get("arguments", call.get("args", {}))
     return {"name": call.get("name"), "arguments": dict(args) if args else {}}
-
-
-def _openai_tool(spec: ToolSpec) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": spec.name,
-            "description": spec.description,
-            "parameters": spec.parameters,
-        },
-    }
 
 
 def _usage(result: TurnResult) -> Any:

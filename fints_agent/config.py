@@ -2,6 +2,8 @@
 
 A configuration is saved per model (by fingerprint) in the user cache, so that a tuned
 configuration (``fints-agent tune``) is what the chat model uses by default for that model.
+Models without a saved configuration use the preset shipped in ``fints_agent/presets`` (the
+tuned configuration of the embedded default model), else the defaults.
 
 Example:
     >>> cfg = SteeringConfig(coefficient=2.0, layers=list(range(8, 22)))
@@ -19,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from fints_agent.models import cache_dir
 
 __all__ = ["SteeringConfig"]
+
+_PRESETS = Path(__file__).resolve().parent / "presets"
 
 
 class SteeringConfig(BaseModel):
@@ -65,13 +69,37 @@ class SteeringConfig(BaseModel):
         tmp.replace(path)
         return path
 
+    @staticmethod
+    def preset_for(fingerprint: str) -> Path:
+        """Where the shipped preset of a model is (it may not exist)."""
+        return _PRESETS / f"{fingerprint}.json"
+
+    @classmethod
+    def source_for(cls, fingerprint: str) -> Literal["saved", "preset", "default"]:
+        """Where :meth:`for_model` takes a model's configuration from."""
+        if cls._read(cls.path_for(fingerprint)) is not None:
+            return "saved"
+        if cls._read(cls.preset_for(fingerprint)) is not None:
+            return "preset"
+        return "default"
+
     @classmethod
     def for_model(cls, fingerprint: str) -> SteeringConfig:
-        """The saved configuration of a model, or the defaults."""
-        path = cls.path_for(fingerprint)
-        if path.is_file():
-            try:
-                return cls.model_validate(json.loads(path.read_text()))
-            except (ValueError, OSError):
-                pass
+        """The saved configuration of a model, else its shipped preset, else the defaults.
+
+        A saved file that cannot be read (corrupt, or from an incompatible version) is skipped.
+        """
+        for path in (cls.path_for(fingerprint), cls.preset_for(fingerprint)):
+            config = cls._read(path)
+            if config is not None:
+                return config
         return cls()
+
+    @classmethod
+    def _read(cls, path: Path) -> SteeringConfig | None:
+        if not path.is_file():
+            return None
+        try:
+            return cls.model_validate(json.loads(path.read_text()))
+        except (ValueError, OSError):
+            return None

@@ -210,7 +210,7 @@ class TurnEngine:
         return self.memory.retrieve(
             req.user_id,
             req.messages,
-            [_openai_tool(s) for s in req.tools],
+            [s.to_openai() for s in req.tools],
             k=cfg.k,
             temperature=cfg.temperature,
             min_similarity=cfg.min_similarity,
@@ -226,7 +226,7 @@ class TurnEngine:
         if retrieval is not None and req.personalization in ("rag", "rag+steer"):
             examples = format_examples(retrieval.examples, req.tools)
         messages = list(req.messages)
-        tools = [_openai_tool(s) for s in (req.tools if mode != "none" else [])]
+        tools = [s.to_openai() for s in (req.tools if mode != "none" else [])]
         budget = self.max_context - req.max_new_tokens
         while True:
             prompt = self.renderer.render_prompt(messages, tools, examples=examples or None)
@@ -488,17 +488,6 @@ _CLOSING_MARGIN = 4
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
     hits = [text.find(s) for s in stops if s and s in text]
     return min(hits) if hits else None
-
-
-def _openai_tool(spec: ToolSpec) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": spec.name,
-            "description": spec.description,
-            "parameters": spec.parameters,
-        },
-    }
 
 
 def _steering_info(

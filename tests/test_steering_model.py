@@ -74,3 +74,5 @@ def test_default_model_facts(lm: LoadedModel) -> None:
     assert lm.num_layers == 30 and lm.d_model == 576
     assert type(lm.model).__name__ == "LlamaForCausalLM"
     assert load_model() is lm  # one shared copy per (name, dtype, device)
+    # The shipped steering preset is keyed by this fingerprint (tests/test_config.py).
+    assert lm.fingerprint == "d8c09f069d1073d0"

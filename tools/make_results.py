@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     threads = set_threads(args.threads)
     lm = load_model(args.model)
     config = SteeringConfig.for_model(lm.fingerprint)
-    tuned = SteeringConfig.path_for(lm.fingerprint).is_file()
+    tuned = SteeringConfig.source_for(lm.fingerprint) != "default"
     _log(f"model {lm.name} ({lm.fingerprint}), {threads} threads, tuned config: {tuned}")
     rows_dir = args.out_dir / "results"
     rows_dir.mkdir(parents=True, exist_ok=True)

@@ -60,6 +60,17 @@ class ToolSpec:
     def __hash__(self) -> int:
         return hash((self.name, self.description))
 
+    def to_openai(self) -> dict[str, Any]:
+        """The tool as an OpenAI function-tool object."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
 
 @dataclass
 class ToolCall:

@@ -247,17 +247,6 @@ def _tool_names(tools: Sequence[Any]) -> set[str]:
     return names
 
 
-def _openai_tool(spec: ToolSpec) -> dict[str, Any]:
-    return {
-        "type": "function",
-        "function": {
-            "name": spec.name,
-            "description": spec.description,
-            "parameters": spec.parameters,
-        },
-    }
-
-
 class Memory:
     """Records users' trajectories with steering vectors and retrieves them per turn.
 
@@ -443,7 +432,7 @@ class Memory:
         return _Prepared(
             user_id=user_id,
             messages=messages,
-            tools=[_openai_tool(s) for s in specs],
+            tools=[s.to_openai() for s in specs],
             specs=specs,
             request=text,
             chosen=chosen,
