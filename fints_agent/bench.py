@@ -205,40 +205,39 @@ def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
         )
         engine = TurnEngine(lm, memory, SteeringConfig(min_similarity=0.0))
         specs = to_tool_specs([_WEATHER, _RIDE])
-        totals, retrieval = [], []
-        for i in range(turns):
-            req = TurnRequest(
-                [{"role": "user", "content": f"Weather in {cities[i % 6]}ville for 3 days?"}],
-                specs,
-                tool_choice="any",
-                user_id="u",
-                personalization="steer",
-            )
-            t0 = time.perf_counter()
-            engine.retrieve(req)
-            t1 = time.perf_counter()
-            engine.complete(req)
-            t2 = time.perf_counter()
-            retrieval.append(t1 - t0)
-            totals.append(t2 - t1)
-        plain = []
-        for i in range(turns):
-            req = TurnRequest(
-                [{"role": "user", "content": f"Weather in {cities[i % 6]}ville for 3 days?"}],
-                specs,
-                tool_choice="any",
-                personalization="none",
-            )
-            t0 = time.perf_counter()
-            engine.complete(req)
-            plain.append(time.perf_counter() - t0)
-    turn = statistics.median(totals)
-    base = statistics.median(plain)
+        steered: list[tuple[float, int]] = []
+        plain: list[tuple[float, int]] = []
+        retrieval: list[float] = []
+        for i in range(turns):  # alternate the variants, so load changes hit both alike
+            text = f"Weather in {cities[i % 6]}ville for 3 days?"
+            for mode, out in (("steer", steered), ("none", plain)):
+                req = TurnRequest(
+                    [{"role": "user", "content": text}],
+                    specs,
+                    tool_choice="any",
+                    user_id="u",
+                    personalization=mode,  # type: ignore[arg-type]
+                )
+                t0 = time.perf_counter()
+                if mode == "steer":
+                    engine.retrieve(req)
+                    retrieval.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                result = engine.complete(req)  # retrieves again, as a real turn does
+                out.append((time.perf_counter() - t0, result.completion_tokens))
+    turn = statistics.median(t for t, _ in steered)
+    base = statistics.median(t for t, _ in plain)
+    per_token = statistics.median(t / max(1, n) for t, n in steered)
+    per_token_base = statistics.median(t / max(1, n) for t, n in plain)
     return {
         "turn_seconds_personalized_p50": round(turn, 3),
         "turn_seconds_unpersonalized_p50": round(base, 3),
+        "tokens_personalized_p50": statistics.median(n for _, n in steered),
+        "tokens_unpersonalized_p50": statistics.median(n for _, n in plain),
         "retrieve_aggregate_ms_p50": round(1000 * statistics.median(retrieval), 1),
-        "personalization_share_of_turn": round(max(0.0, turn - base) / turn, 3),
+        "retrieve_aggregate_share_of_turn": round(statistics.median(retrieval) / turn, 3),
+        # Per generated token, so that calls of different lengths compare fairly.
+        "personalization_share_of_turn": round(max(0.0, per_token - per_token_base) / per_token, 3),
         "turns": turns,
     }
 

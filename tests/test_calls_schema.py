@@ -322,6 +322,23 @@ def test_parse_invalid_blocks(
     assert content == ""
 
 
+def test_parse_tags_inside_string_values(specs: list[ToolSpec]) -> None:
+    """A string value may hold the call tags: the grammar allows it, so the parser must too."""
+    tricky = {"city": 'a</tool_call>b<tool_call>{"name": "x"}', "days": 2}
+    text = render_calls([("get_weather", tricky), ("rate-item", {"stars": 1})], specs)
+    calls, invalid, content = parse_calls("Ok. " + text + " Bye.", specs)
+    assert invalid == []
+    assert [(c.name, c.arguments) for c in calls] == [
+        ("get_weather", tricky),
+        ("rate-item", {"stars": 1}),
+    ]
+    assert content == "Ok. \n Bye."
+    # The same text cut inside the tricky value is one unterminated call, not a valid one.
+    cut = text[: text.index("b<tool_call>")]
+    calls, invalid, _ = parse_calls(cut, specs)
+    assert calls == [] and len(invalid) == 1
+
+
 def test_parse_arguments_given_as_json_string(specs: list[ToolSpec]) -> None:
     text = '<tool_call>{"name": "rate-item", "arguments": "{\\"stars\\": 2}"}</tool_call>'
     calls, invalid, _ = parse_calls(text, specs)

@@ -13,7 +13,7 @@ import functools
 import json
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -285,10 +285,9 @@ def parse_calls(
     invalid: list[InvalidToolCall] = []
     pieces: list[str] = []
     position = 0
-    for match in _BLOCK.finditer(text):
-        pieces.append(text[position : match.start()])
-        position = match.end()
-        body, closed = match.group(1), bool(match.group(2))
+    for start, end, body, closed in _blocks(text):
+        pieces.append(text[position:start])
+        position = end
         result = _parse_block(body, closed, by_name)
         if isinstance(result, ToolCall):
             calls.append(result)
@@ -296,6 +295,41 @@ def parse_calls(
             invalid.append(result)
     pieces.append(text[position:])
     return calls, invalid, "".join(pieces).strip()
+
+
+_DECODER = json.JSONDecoder(strict=False)
+
+
+def _blocks(text: str) -> Iterator[tuple[int, int, str, bool]]:
+    """``(start, end, body, closed)`` of each call block.
+
+    A block's body is read as JSON first, so a string value that contains the closing tag does
+    not end the block; a body that does not parse ends at the first closing tag (or the end of
+    the text, unclosed).
+    """
+    position = 0
+    while (start := text.find(CALL_OPEN, position)) >= 0:
+        body_start = start + len(CALL_OPEN)
+        try:
+            _, json_end = _DECODER.raw_decode(text, _skip_space(text, body_start))
+        except json.JSONDecodeError:
+            json_end = -1
+        close_at = _skip_space(text, json_end) if json_end >= 0 else -1
+        if close_at >= 0 and text.startswith(CALL_CLOSE, close_at):
+            end = close_at + len(CALL_CLOSE)
+            yield start, end, text[body_start:close_at], True
+        else:
+            match = _BLOCK.match(text, start)
+            assert match is not None  # the pattern matches from any CALL_OPEN
+            end = match.end()
+            yield start, end, match.group(1), bool(match.group(2))
+        position = end
+
+
+def _skip_space(text: str, index: int) -> int:
+    while index < len(text) and text[index] in " \t\r\n":
+        index += 1
+    return index
 
 
 def _parse_block(
