@@ -427,7 +427,7 @@ def test_prefer_closing(
     if expected is None:
         assert kept is None
     elif expected == "string":
-        assert kept and all(t.startswith('"') and set(t) <= set('"}],') for t in kept), kept
+        assert kept and all(t.startswith('"') and set(t) <= set('"}]') for t in kept), kept
         assert '"' in kept
     else:
         assert kept and all(t and set(t) <= set("}]") for t in kept), kept
@@ -452,6 +452,25 @@ def test_prefer_closing_leaves_required_values_to_the_model(
     for token in tokens_of(tokenizer, '{"code": "abc"'):
         decoder.accept([token])
     assert closing_texts(decoder, tokenizer) == {","}  # the comma tier: "n" is still needed
+
+
+def test_prefer_closing_ends_an_array_of_enum_values(
+    compiler: CallCompiler, tokenizer: Any
+) -> None:
+    """Closing an item must not start another one (a model could repeat items forever)."""
+    schema = {
+        "type": "object",
+        "properties": {"fields": {"type": "array", "items": {"enum": ["open", "close", "volume"]}}},
+        "required": ["fields"],
+    }
+    grammar = CallGrammar.for_json_schema(compiler, schema)
+    decoder = ConstrainedDecoder(grammar, 1)
+    for token in tokens_of(tokenizer, '{"fields": ["volume", "volume'):
+        decoder.accept([token])
+    kept = closing_texts(decoder, tokenizer)
+    assert kept and '"' in kept and not any("," in t for t in kept), kept
+    decoder.accept(tokens_of(tokenizer, '"'))
+    assert closing_texts(decoder, tokenizer) == {"]", "]}"} & allowed_texts(decoder, tokenizer)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -62,8 +62,9 @@ class ClosingTokens:
     """Tokens that bring open JSON to an end, by where the text is.
 
     Attributes:
-        in_string: Inside a string: tokens that start with ``"`` and go on only with ``"}],``
-            (end the string, maybe the enclosing objects and arrays).
+        in_string: Inside a string: tokens that start with ``"`` and go on only with ``"}]``
+            (end the string, maybe the enclosing objects and arrays; never a comma, which
+            would start another array item).
         outside: Between values: tokens spelled only with ``}`` and ``]``, and stop tokens.
         comma: Between values when a required property still follows: tokens of ``}],``.
     """
@@ -137,7 +138,8 @@ class CallCompiler:
                 if not raw or not chars <= _CLOSERS | {_COMMA}:
                     continue
                 if raw[0] == _QUOTE:
-                    in_string.append(token)
+                    if _COMMA not in chars:
+                        in_string.append(token)
                 elif _QUOTE not in chars:
                     (comma if _COMMA in chars else outside).append(token)
             self._closing = ClosingTokens(
