@@ -77,11 +77,7 @@ class SteeringConfig(BaseModel):
     @classmethod
     def source_for(cls, fingerprint: str) -> Literal["saved", "preset", "default"]:
         """Where :meth:`for_model` takes a model's configuration from."""
-        if cls._read(cls.path_for(fingerprint)) is not None:
-            return "saved"
-        if cls._read(cls.preset_for(fingerprint)) is not None:
-            return "preset"
-        return "default"
+        return cls._lookup(fingerprint)[0]
 
     @classmethod
     def for_model(cls, fingerprint: str) -> SteeringConfig:
@@ -89,11 +85,19 @@ class SteeringConfig(BaseModel):
 
         A saved file that cannot be read (corrupt, or from an incompatible version) is skipped.
         """
-        for path in (cls.path_for(fingerprint), cls.preset_for(fingerprint)):
-            config = cls._read(path)
-            if config is not None:
-                return config
-        return cls()
+        return cls._lookup(fingerprint)[1]
+
+    @classmethod
+    def _lookup(
+        cls, fingerprint: str
+    ) -> tuple[Literal["saved", "preset", "default"], SteeringConfig]:
+        saved = cls._read(cls.path_for(fingerprint))
+        if saved is not None:
+            return "saved", saved
+        preset = cls._read(cls.preset_for(fingerprint))
+        if preset is not None:
+            return "preset", preset
+        return "default", cls()
 
     @classmethod
     def _read(cls, path: Path) -> SteeringConfig | None:

@@ -22,14 +22,7 @@ from fints_agent.models import LoadedModel
 from fints_agent.steering.inject import Coefficients, SteeringHandle, steer
 from fints_agent.steering.vector import SteeringVector
 
-__all__ = [
-    "Constraint",
-    "DecodeStats",
-    "Step",
-    "decode",
-    "generate_text",
-    "stop_token_ids",
-]
+__all__ = ["Constraint", "DecodeStats", "Step", "decode", "generate_text", "stop_token_ids"]
 
 
 class Constraint(Protocol):
