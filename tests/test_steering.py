@@ -231,6 +231,70 @@ def test_contrastive_vector_is_chosen_minus_mean_rejected() -> None:
     assert vec.layers == (0, 2) and vec.sites == ("attn", "mlp")
 
 
+def test_capture_tails_leave_trailing_tokens_out() -> None:
+    """``answer_offsets`` and ``answer_tails`` average exactly the tokens between them."""
+    lm = tiny_lm("llama")
+    answer = ANSWERS[2]
+    n = len(_ids(lm, answer))
+    assert n >= 4
+    full = capture_answer_means(lm, [PROMPTS[2]], [answer], layers=[1])
+    sliced = capture_answer_means(
+        lm, [PROMPTS[2]], [answer], layers=[1], answer_offsets=[1], answer_tails=[2]
+    )
+    found = find_sites(lm.model)
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        found.module(1, site).register_forward_hook(
+            lambda _m, _i, o, site=site: seen.__setitem__(site, o[0] if isinstance(o, tuple) else o)
+        )
+        for site in ("attn", "mlp")
+    ]
+    with torch.no_grad():
+        lm.model(input_ids=torch.tensor([_ids(lm, PROMPTS[2]) + _ids(lm, answer)]))
+    for h in hooks:
+        h.remove()
+    start = len(_ids(lm, PROMPTS[2]))
+    for si, site in enumerate(("attn", "mlp")):
+        out = seen[site][0]
+        torch.testing.assert_close(sliced[0, 0, si], out[start + 1 : start + n - 2].mean(0))
+        torch.testing.assert_close(full[0, 0, si], out[start:].mean(0))
+    # A tail covering the whole answer still keeps one token.
+    one = capture_answer_means(lm, [PROMPTS[2]], [answer], layers=[1], answer_tails=[n + 5])
+    torch.testing.assert_close(one[0, 0, 0], seen["attn"][0, start])
+    with pytest.raises(ValueError, match="tails"):
+        capture_answer_means(lm, [PROMPTS[2]], [answer], answer_tails=[0, 1])
+
+
+def test_contrastive_vector_over_the_differing_span() -> None:
+    """With both skips, each answer is averaged only where it differs from the other."""
+    lm = tiny_lm("llama")
+    chosen, rejected = 'x {"units": "celsius"} end', 'x {"units": "kelvin"} end'
+    c_ids, r_ids = _ids(lm, chosen), _ids(lm, rejected)
+    head = next(i for i, (a, b) in enumerate(zip(c_ids, r_ids, strict=False)) if a != b)
+    tail = next(i for i in range(len(c_ids)) if c_ids[-1 - i] != r_ids[-1 - i])
+    assert head > 0 and tail > 0
+    [vec] = contrastive_vectors(
+        lm,
+        [PROMPTS[0]],
+        [chosen],
+        [[rejected]],
+        layers=[0, 2],
+        skip_shared_prefix=True,
+        skip_shared_suffix=True,
+    )
+    means = capture_answer_means(
+        lm,
+        [PROMPTS[0]] * 2,
+        [chosen, rejected],
+        layers=[0, 2],
+        answer_offsets=[head, head],
+        answer_tails=[tail, tail],
+    )
+    torch.testing.assert_close(vec.tensor, means[0] - means[1])
+    [whole] = contrastive_vectors(lm, [PROMPTS[0]], [chosen], [[rejected]], layers=[0, 2])
+    assert not torch.allclose(whole.tensor, vec.tensor)
+
+
 def test_vector_arithmetic_and_round_trip(tmp_path) -> None:
     lm = tiny_lm("llama")
     a, b = _random_vector(lm, [0, 1], seed=3), _random_vector(lm, [0, 1], seed=4)

@@ -265,6 +265,7 @@ class Memory:
         others_min_similarity: Other users' requests must be at least this similar to count.
         batch_size: Forward-pass batch size for vector computation.
         skip_shared_prefix: Average answer tokens only from where chosen and rejected differ.
+        skip_shared_suffix: Average answer tokens only up to where chosen and rejected differ.
         k: Default number of trajectories mixed per turn.
         temperature: Default softmax temperature.
         weighting: Default weighting, ``"softmax"`` or ``"mean"``.
@@ -296,6 +297,7 @@ class Memory:
         others_min_similarity: float = 0.5,
         batch_size: int = 8,
         skip_shared_prefix: bool = False,
+        skip_shared_suffix: bool = False,
         k: int = 5,
         temperature: float = 0.1,
         weighting: Weighting = "softmax",
@@ -329,6 +331,7 @@ class Memory:
         self.others_min_similarity = others_min_similarity
         self.batch_size = batch_size
         self.skip_shared_prefix = skip_shared_prefix
+        self.skip_shared_suffix = skip_shared_suffix
         self.k = k
         self.temperature = temperature
         self.weighting: Weighting = weighting
@@ -525,6 +528,7 @@ class Memory:
                 self.layout.sites,  # type: ignore[arg-type]
                 batch_size=self.batch_size,
                 skip_shared_prefix=self.skip_shared_prefix,
+                skip_shared_suffix=self.skip_shared_suffix,
             )
         supersedes = [self._auto_supersede(p, e) for p, e in zip(items, embeddings, strict=True)]
         per_user: dict[str, int] = {}

@@ -62,6 +62,7 @@ def capture_answer_means(
     *,
     batch_size: int = 8,
     answer_offsets: Sequence[int] | None = None,
+    answer_tails: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Mean activation over answer tokens, per pair, layer and site.
 
@@ -80,6 +81,9 @@ def capture_answer_means(
         answer_offsets: Per pair, how many leading answer tokens to leave out of the mean
             (for example a prefix shared with the rejected answer); default none. At least one
             answer token always remains.
+        answer_tails: Per pair, how many trailing answer tokens to leave out of the mean (for
+            example a suffix shared with the rejected answer); default none. At least the first
+            token after the offset always remains.
 
     Returns:
         float32 tensor of shape ``(len(prompts), len(layers), len(sites), d_model)`` on CPU.
@@ -105,6 +109,9 @@ def capture_answer_means(
     offsets = [0] * len(prompts) if answer_offsets is None else list(answer_offsets)
     if len(offsets) != len(prompts):
         raise ValueError(f"{len(offsets)} answer offsets for {len(prompts)} pairs")
+    tails = [0] * len(prompts) if answer_tails is None else list(answer_tails)
+    if len(tails) != len(prompts):
+        raise ValueError(f"{len(tails)} answer tails for {len(prompts)} pairs")
     # Group the pairs by prompt: each group is one prompt pass and several answers.
     groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
     for i, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
@@ -141,7 +148,8 @@ def capture_answer_means(
             for r, (_, idx, a) in enumerate(pairs):
                 ids[r, : len(a)] = torch.tensor(a)
                 a_mask[r, : len(a)] = 1
-                weights[r, min(max(0, offsets[idx]), len(a) - 1) : len(a)] = 1.0
+                first = min(max(0, offsets[idx]), len(a) - 1)
+                weights[r, first : max(first + 1, len(a) - max(0, tails[idx]))] = 1.0
             weights = (weights / weights.sum(1, keepdim=True)).to(device)
             cache.batch_select_indices(torch.tensor(rows, device=device))
             attn = torch.cat([p_mask[rows], a_mask.to(device)], 1)

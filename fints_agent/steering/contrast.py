@@ -29,6 +29,13 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def _common_suffix(a: list[int], b: list[int], limit: int) -> int:
+    n = 0
+    while n < limit and a[-1 - n] == b[-1 - n]:
+        n += 1
+    return n
+
+
 def contrastive_vectors(
     lm: LoadedModel,
     prompts: Sequence[Text],
@@ -39,6 +46,7 @@ def contrastive_vectors(
     *,
     batch_size: int = 8,
     skip_shared_prefix: bool = False,
+    skip_shared_suffix: bool = False,
 ) -> list[SteeringVector]:
     """One contrastive steering vector per (prompt, chosen, rejected answers) triple.
 
@@ -52,6 +60,10 @@ def contrastive_vectors(
         batch_size: Pairs per forward pass.
         skip_shared_prefix: Average only from the first token where chosen and rejected answers
             differ (their shared prefix, such as ``{"name": "``, carries no preference).
+        skip_shared_suffix: Average only up to the last token where they differ (a shared
+            suffix such as ``"}}</tool_call>``). With both, each answer is averaged over the span
+            where it differs from the other: ``"fahrenheit"`` against ``"celsius"``, not the whole
+            call, so the vector is the decision itself, not diluted by the call's length.
 
     Raises:
         ValueError: Length mismatch, empty batch, a trajectory without rejected answers, or an
@@ -66,6 +78,7 @@ def contrastive_vectors(
     all_prompts: list[Text] = []
     all_answers: list[Text] = []
     offsets: list[int] = []
+    tails: list[int] = []
     spans: list[tuple[int, int]] = []  # (index of chosen pair, number of rejected)
     tok = lm.tokenizer
     for i, (p, c, rs) in enumerate(zip(prompts, chosen, rejected, strict=True)):
@@ -73,15 +86,21 @@ def contrastive_vectors(
             raise ValueError(f"trajectory {i} has no rejected answers")
         c_ids = _ids(tok, c)
         r_ids = [_ids(tok, r) for r in rs]
-        shared = [_common_prefix(c_ids, r) for r in r_ids] if skip_shared_prefix else []
+        heads = [_common_prefix(c_ids, r) if skip_shared_prefix else 0 for r in r_ids]
+        ends = [
+            _common_suffix(c_ids, r, min(len(c_ids), len(r)) - h) if skip_shared_suffix else 0
+            for r, h in zip(r_ids, heads, strict=True)
+        ]
         spans.append((len(all_prompts), len(rs)))
         all_prompts.append(p)
         all_answers.append(c_ids)
-        offsets.append(min(shared) if shared else 0)
+        offsets.append(min(heads))
+        tails.append(min(ends))
         for j, r in enumerate(r_ids):
             all_prompts.append(p)
             all_answers.append(r)
-            offsets.append(shared[j] if shared else 0)
+            offsets.append(heads[j])
+            tails.append(ends[j])
     layer_list = list(range(len(find_sites(lm.model)))) if layers is None else list(layers)
     means = capture_answer_means(
         lm,
@@ -91,6 +110,7 @@ def contrastive_vectors(
         sites,
         batch_size=batch_size,
         answer_offsets=offsets,
+        answer_tails=tails,
     )
     vectors = []
     for start, n_rej in spans:
