@@ -38,7 +38,8 @@ class SteeringConfig(BaseModel):
         steer_prompt: Steer prompt positions too (Fints steers every position).
         gate: ``"all"`` steers every generated token; ``"choices"`` steers the tool name, enum,
             number and boolean values and structure, not free-text string values copied from
-            the request.
+            the request; ``"decisions"`` steers only the tokens that decide something: the
+            tool name and enum, boolean and null values.
         recency_half_life: Halve a trajectory's weight every this many newer trajectories of
             the same user (``None``: no recency weighting).
     """
@@ -52,7 +53,7 @@ class SteeringConfig(BaseModel):
     temperature: float = Field(default=0.1, gt=0)
     min_similarity: float = 0.2
     steer_prompt: bool = True
-    gate: Literal["all", "choices"] = "choices"
+    gate: Literal["all", "choices", "decisions"] = "choices"
     recency_half_life: float | None = None
 
     @staticmethod

@@ -23,10 +23,12 @@ from fints_agent.calls import (
     CALL_CLOSE,
     CALL_OPEN,
     CallGrammar,
+    CallPosition,
     ConstrainedDecoder,
     InvalidToolCall,
     ToolCall,
     ToolSpec,
+    call_position,
     dump_json,
     example_value,
     get_compiler,
@@ -273,9 +275,11 @@ class TurnEngine:
             sites = [s for s in cfg.sites if s in vector.sites]
             vector = vector.select(keep, sites) if keep and sites else None
         info = _steering_info(req, retrieval, vector is not None)
-        gate_specs = allowed if vector is not None and cfg.gate == "choices" else []
+        gate_specs = allowed if vector is not None and cfg.gate != "all" else []
         reserve = self._closing_reserve(req, allowed) if constraint is not None else 0
-        return PreparedTurn(req, prompt, constraint, allowed, vector, info, gate_specs, reserve)
+        return PreparedTurn(
+            req, prompt, constraint, allowed, vector, info, gate_specs, reserve, cfg.gate
+        )
 
     def _closing_reserve(self, req: TurnRequest, allowed: Sequence[ToolSpec]) -> int:
         """Tokens kept at the end of the budget to bring an open call to a valid end.
@@ -328,10 +332,7 @@ class TurnEngine:
 
         def gate(texts: list[str]) -> torch.Tensor:
             return torch.tensor(
-                [
-                    0.0 if t.gate_specs and in_free_text_value(text, t.gate_specs) else 1.0
-                    for t, text in zip(turns, texts, strict=True)
-                ]
+                [_gate_value(t, text) for t, text in zip(turns, texts, strict=True)]
             )
 
         return gate
@@ -446,6 +447,21 @@ class PreparedTurn:
     gate_specs: list[ToolSpec]
     closing_reserve: int = 0
     """Tokens before the end of the budget at which an open call is brought to an end."""
+    gate: str = "all"
+    """Which generated tokens are steered (:attr:`SteeringConfig.gate`)."""
+
+
+_DECISIONS = frozenset({CallPosition.NAME, CallPosition.CHOICE})
+
+
+def _gate_value(turn: PreparedTurn, text: str) -> float:
+    """1.0 where the next token of a row is steered, else 0.0 (see :attr:`SteeringConfig.gate`)."""
+    if not turn.gate_specs:
+        return 1.0
+    position = call_position(text, turn.gate_specs)
+    if turn.gate == "decisions":
+        return 1.0 if position in _DECISIONS else 0.0
+    return 0.0 if position is CallPosition.FREE_TEXT else 1.0
 
 
 class RowConstraints:

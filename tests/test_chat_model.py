@@ -382,3 +382,25 @@ def test_streaming_matches_invoke(tiny_dir: Path) -> None:
     assert all(c.usage_metadata is None for c in chunks[:-1])
     assert chunks[-1].usage_metadata is not None
     assert chunks[-1].response_metadata["model_name"] == str(llm.model_name)
+
+
+@pytest.mark.parametrize("mode", ["choices", "decisions"])
+def test_steering_gate_modes(mode: str) -> None:
+    """``choices`` steers all but free text; ``decisions`` only the tool name and enum values."""
+    from memory_fixtures import WEATHER_TOOLS
+
+    from fints_agent.calls import render_call, to_tool_specs
+    from fints_agent.engine import PreparedTurn, TurnRequest, _gate_value
+
+    specs = to_tool_specs(WEATHER_TOOLS[:1])
+    text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
+    turn = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, specs, 0, mode)
+    steered = "".join(text[i] for i in range(len(text)) if _gate_value(turn, text[:i]) == 1.0)
+    if mode == "decisions":
+        # The characters of the name and of the enum value, quotes included, nothing else.
+        assert steered == ' "get_weather" "celsius"'
+    else:
+        assert "Oslo" not in steered and "get_weather" in steered and "celsius" in steered
+        assert "<tool_call>" in steered
+    ungated = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, [], 0, mode)
+    assert all(_gate_value(ungated, text[:i]) == 1.0 for i in range(len(text)))

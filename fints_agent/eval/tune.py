@@ -7,8 +7,8 @@ configuration can select from them). A coordinate search then evaluates ``steer`
 
 1. ``steer_prompt`` (steering the prompt positions too, or only generated ones),
 2. coefficient, 3. layer band (all, early, middle, late, early+middle, middle+late),
-4. sites (attention, MLP, both), 5. coefficient again around the best, 6. gate (``all`` vs
-``choices``), 7. top-k, 8. softmax temperature, 9. recency half-life.
+4. sites (attention, MLP, both), 5. coefficient again around the best, 6. gate (``all``,
+``choices`` or ``decisions``), 7. top-k, 8. softmax temperature, 9. recency half-life.
 
 The objective is ``steer.function_acc + steer.call_acc + rag+steer.call_acc`` on the dev set.
 Test records are never read: they are dropped before anything else happens (checked).
@@ -159,7 +159,7 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
         return [{"coefficient": round(x, 3)} for x in (c * 0.75, c, c * 1.5)]
 
     def gate(_: SteeringConfig) -> list[dict[str, Any]]:
-        return [{"gate": g} for g in ("choices", "all")]
+        return [{"gate": g} for g in ("choices", "all", "decisions")]
 
     def steer_prompt(_: SteeringConfig) -> list[dict[str, Any]]:
         return [{"steer_prompt": b} for b in (True, False)]
