@@ -3,13 +3,14 @@
 Generation accuracy mixes many effects (the model's argument copying, early mistakes, token
 budgets). This probe isolates the decision itself. Per user, the latest ``--dev-per-user`` HISTORY
 records are held out (the test split is never read) and the earlier ones are recorded into a
-memory. For every held-out record and each of its rejected calls, the gold call is fed up to the
-first token where it differs from the rejected call (the tool name, or an argument value), and
-the log-probability margin ``log p(gold token) - log p(rejected token)`` is read at that position:
-unsteered, and steered with the turn's retrieved vector at that position only, per coefficient
-and layer band. Reported per decision kind (``name``: the rejected call names another tool;
-``arg``: same tool, another argument value): the mean margin and the share of decisions where the
-gold token wins.
+memory. For every held-out record, the gold call is fed up to a decision: the first token of the
+tool name (its rivals: the first name tokens of the other offered tools), and each position where
+a rejected call of the same tool first differs (an argument value; its rivals: the rejected
+calls' tokens there). At that position the margin ``log p(gold) - max log p(rival)`` is read,
+unsteered and steered with the turn's retrieved vector at that position only, per coefficient
+and layer band. Reported per decision kind (``name-preference``: the record's rejected calls
+name another tool, so the user's preference decides; ``name-request``: the request decides;
+``arg``): the mean margin and the share of decisions where the gold token beats every rival.
 
 Usage:
     .venv/bin/python tools/probe_decisions.py --store runs/probe_store
@@ -28,7 +29,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from fints_agent.calls import render_call, to_tool_specs
+from fints_agent.calls import example_value, render_call, to_tool_specs
 from fints_agent.config import SteeringConfig
 from fints_agent.engine import TurnEngine, TurnRequest
 from fints_agent.eval.dataset import load_records
@@ -42,17 +43,30 @@ DEFAULT_DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "pers
 
 @dataclass
 class Decision:
-    """One teacher-forced decision: the context ids, the gold and rejected next tokens."""
+    """One teacher-forced decision: the context ids, the gold next token and its rivals."""
 
     ids: list[int]
     gold: int
-    rejected: int
+    rivals: list[int]
     vector: SteeringVector
     kind: str
 
 
+def _first_difference(a: list[int], b: list[int]) -> int | None:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return None if n == min(len(a), len(b)) else n
+
+
 def decisions(lm: Any, engine: TurnEngine, dev: list[Any]) -> list[Decision]:
-    """The decisions of the held-out records that get a steering vector."""
+    """The decisions of the held-out records that get a steering vector.
+
+    Per record: the tool-name decision, whose rivals are the first name tokens of every other
+    offered tool (kind ``name-preference`` when the record's rejected calls name another tool,
+    else ``name-request``: the request decides), and one ``arg`` decision per position where a
+    rejected call of the same tool first differs (its rivals: those rejected calls' tokens).
+    """
     tok = lm.tokenizer
     found: list[Decision] = []
     for record in dev:
@@ -68,29 +82,47 @@ def decisions(lm: Any, engine: TurnEngine, dev: list[Any]) -> list[Decision]:
             continue
         schemas = {s.name: s.parameters for s in req.tools}
 
-        def ids(name: str, arguments: dict[str, Any], schemas: dict[str, Any] = schemas) -> Any:
+        def ids(name: str, arguments: Any, schemas: dict[str, Any] = schemas) -> Any:
             text = render_call(name, arguments, schemas[name])
             return tok(text, add_special_tokens=False)["input_ids"]
 
         prompt = tok(prepared.prompt, add_special_tokens=False)["input_ids"]
         gold = ids(record.chosen.name, record.chosen.arguments)
+        names: dict[int, set[int]] = {}
+        for name, schema in schemas.items():
+            if name != record.chosen.name:
+                n = _first_difference(gold, ids(name, example_value(schema)))
+                if n is not None:
+                    names.setdefault(n, set()).add(ids(name, example_value(schema))[n])
+        preference = any(r.name != record.chosen.name for r in record.rejected)
+        kind = "name-preference" if preference else "name-request"
+        for n, rivals in names.items():
+            found.append(
+                Decision(prompt + gold[:n], gold[n], sorted(rivals), prepared.vector, kind)
+            )
+        values: dict[int, set[int]] = {}
         for rejected in record.rejected:
-            other = ids(rejected.name, rejected.arguments)
-            n = 0
-            while n < min(len(gold), len(other)) and gold[n] == other[n]:
-                n += 1
-            if n == min(len(gold), len(other)):
-                continue
-            kind = "name" if rejected.name != record.chosen.name else "arg"
-            found.append(Decision(prompt + gold[:n], gold[n], other[n], prepared.vector, kind))
+            if rejected.name == record.chosen.name:
+                other = ids(rejected.name, rejected.arguments)
+                n = _first_difference(gold, other)
+                if n is not None:
+                    values.setdefault(n, set()).add(other[n])
+        for n, rivals in values.items():
+            found.append(
+                Decision(prompt + gold[:n], gold[n], sorted(rivals), prepared.vector, "arg")
+            )
     return found
+
+
+KINDS = ("name-preference", "name-request", "arg")
 
 
 @torch.no_grad()
 def margins(
     lm: Any, items: list[Decision], coefficient: float, layers: list[int] | None
 ) -> dict[str, dict[str, float]]:
-    """Mean margin and gold-wins share per decision kind (coefficient 0: unsteered)."""
+    """Per decision kind: mean margin of the gold token over its best rival, and how often the
+    gold token beats every rival (coefficient 0: unsteered)."""
     rows: list[tuple[str, float]] = []
     for item in tqdm(items, desc=f"c={coefficient}", leave=False, file=sys.stderr):
         x = torch.tensor([item.ids], device=lm.device)
@@ -102,9 +134,9 @@ def margins(
             with steer(lm, vector, coefficients=coefficient, from_position=x.shape[1] - 1):
                 logits = lm.model(x).logits[0, -1]
         logp = torch.log_softmax(logits.float(), -1)
-        rows.append((item.kind, float(logp[item.gold] - logp[item.rejected])))
+        rows.append((item.kind, float(logp[item.gold] - logp[item.rivals].max())))
     out = {}
-    for kind in ("name", "arg"):
+    for kind in KINDS:
         values = [m for k, m in rows if k == kind]
         if values:
             out[kind] = {
