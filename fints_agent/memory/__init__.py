@@ -13,7 +13,8 @@ weights, similarities and ids (why it steered) and the retrieved requests and ca
 retrieval-augmented prompting). A user with no history, or whose best match is below
 ``min_similarity``, gets no vector (or a given fallback).
 
-Modules: :mod:`~fints_agent.memory.store` (Chroma persistence),
+Modules: :mod:`~fints_agent.memory.recording` (checking and recording trajectories, mixed
+into :class:`Memory`), :mod:`~fints_agent.memory.store` (Chroma persistence),
 :mod:`~fints_agent.memory.embed` (retrieval embedders), :mod:`~fints_agent.memory.aggregate`
 (weights and sums), :mod:`~fints_agent.memory.negatives` (call checks and negatives),
 :mod:`~fints_agent.memory.cli` (``fints-agent memory ...``).
@@ -30,20 +31,17 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fints_agent.calls.schema import ToolSpec
 from fints_agent.memory.aggregate import (
     Recency,
     Weighting,
@@ -61,16 +59,12 @@ from fints_agent.memory.embed import (
 )
 from fints_agent.memory.negatives import (
     NEGATIVE_SOURCES,
-    Call,
     InvalidCallError,
     MemoryInputError,
-    build_negatives,
-    call_choices,
-    normalize_call,
-    plain_messages,
     request_text,
     tool_specs,
 )
+from fints_agent.memory.recording import NegativeFn, Recording, TrajectoryInput
 from fints_agent.memory.store import (
     RecoveryReport,
     StoreError,
@@ -83,7 +77,7 @@ from fints_agent.memory.store import (
 )
 from fints_agent.models import LoadedModel
 from fints_agent.steering.layers import SITES, Site, check_layers, check_sites
-from fints_agent.steering.vector import SteeringVector, VectorMismatchError
+from fints_agent.steering.vector import SteeringVector
 
 __all__ = [
     "Embedder",
@@ -107,55 +101,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-NegativeFn = Callable[[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]], Sequence[Any]]
-"""``(messages, tools, chosen) -> calls``: supplies rejected calls (e.g. the unsteered model's)."""
-
-
-@dataclass
-class TrajectoryInput:
-    """One trajectory to record.
-
-    Attributes:
-        user_id: Whose turn it was.
-        messages: The request context (role/content dicts).
-        tools: The tools offered (any form :func:`fints_agent.calls.schema.to_tool_specs` reads).
-        chosen: The accepted call, ``{"name": ..., "arguments": {...}}``.
-        rejected: Rejected calls, same form (``None``: build negatives).
-        supersedes: Id of an older trajectory of the same user this one replaces.
-        created_at: Unix time of the turn (default: now).
-    """
-
-    user_id: str
-    messages: Sequence[Mapping[str, Any]]
-    tools: Sequence[Any]
-    chosen: Any
-    rejected: Sequence[Any] | None = None
-    supersedes: str | None = None
-    created_at: float | None = None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> TrajectoryInput:
-        """From a dict with ``user_id``, ``messages``, ``tools``, ``chosen`` (or
-        ``chosen_call``) and optionally ``rejected`` (or ``rejected_calls``), ``supersedes``,
-        ``created_at``: for example a line of ``examples/data/personal_webapi.jsonl``.
-
-        Raises:
-            MemoryInputError: A required key is missing.
-        """
-        try:
-            chosen = data["chosen"] if "chosen" in data else data["chosen_call"]
-            return cls(
-                user_id=data["user_id"],
-                messages=data["messages"],
-                tools=data["tools"],
-                chosen=chosen,
-                rejected=data.get("rejected", data.get("rejected_calls")),
-                supersedes=data.get("supersedes"),
-                created_at=data.get("created_at"),
-            )
-        except KeyError as exc:
-            raise MemoryInputError(f"trajectory dict is missing {exc}") from None
 
 
 @dataclass
@@ -222,19 +167,6 @@ class Retrieval:
         }
 
 
-@dataclass
-class _Prepared:
-    user_id: str
-    messages: list[dict[str, Any]]
-    tools: list[dict[str, Any]]
-    specs: list[ToolSpec]
-    request: str
-    chosen: Call
-    rejected: list[Call] | None
-    supersedes: str | None
-    created_at: float
-
-
 def _tool_names(tools: Sequence[Any]) -> set[str]:
     """Names of the offered tools (OpenAI dicts read directly, other forms through specs)."""
     names = set()
@@ -247,7 +179,7 @@ def _tool_names(tools: Sequence[Any]) -> set[str]:
     return names
 
 
-class Memory:
+class Memory(Recording):
     """Records users' trajectories with steering vectors and retrieves them per turn.
 
     Args:
@@ -385,316 +317,6 @@ class Memory:
         if vector.layers != self.layers or vector.sites != self.sites:
             vector = vector.select(self.layers, self.sites)
         return vector
-
-    # -- recording ------------------------------------------------------------------------------
-    def _prepare(self, item: TrajectoryInput | Mapping[str, Any]) -> _Prepared:
-        inp = item if isinstance(item, TrajectoryInput) else TrajectoryInput.from_dict(item)
-        try:
-            user_id = check_user_id(inp.user_id)
-        except ValueError as exc:
-            raise MemoryInputError(str(exc)) from None
-        text = request_text(inp.messages)
-        if not text:
-            raise MemoryInputError(f"empty request for user {user_id!r}: nothing to retrieve by")
-        messages = plain_messages(inp.messages)
-        try:
-            json.dumps(messages, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise MemoryInputError(f"messages are not plain JSON: {exc}") from exc
-        specs = tool_specs(inp.tools)
-        if not specs:
-            raise MemoryInputError("no tools offered: a trajectory needs the tools of its turn")
-        chosen = normalize_call(inp.chosen, specs, what="chosen call")
-        rejected: list[Call] | None = None
-        if inp.rejected is not None:
-            if isinstance(inp.rejected, Mapping | str) or not isinstance(inp.rejected, Sequence):
-                raise InvalidCallError("rejected calls must be a list of calls")
-            rejected = [
-                normalize_call(r, specs, what=f"rejected call {i}")
-                for i, r in enumerate(inp.rejected)
-            ]
-            for i, r in enumerate(rejected):
-                if r.key() == chosen.key():
-                    raise InvalidCallError(f"rejected call {i} is the chosen call")
-            rejected = rejected or None
-        sources = tuple(s for s in self.negative_sources if s != "others")
-        fallback = build_negatives(chosen, specs, text, n=self.n_negatives, sources=sources)
-        if rejected is None and not fallback and self.negative_fn is None:
-            # Other users' calls may be missing, so they cannot be relied on here.
-            raise MemoryInputError(
-                f"cannot build a negative for call {chosen.name!r} (no other tool, no enum or "
-                "boolean argument, arguments already at their defaults): pass rejected_calls"
-            )
-        if inp.supersedes is not None and (
-            not isinstance(inp.supersedes, str) or not self.store.get(user_id, [inp.supersedes])
-        ):
-            raise MemoryInputError(
-                f"supersedes={inp.supersedes!r}: no such trajectory of user {user_id!r}"
-            )
-        created = time.time() if inp.created_at is None else float(inp.created_at)
-        return _Prepared(
-            user_id=user_id,
-            messages=messages,
-            tools=[s.to_openai() for s in specs],
-            specs=specs,
-            request=text,
-            chosen=chosen,
-            rejected=rejected,
-            supersedes=inp.supersedes,
-            created_at=created,
-        )
-
-    def _negatives(self, items: list[_Prepared], embeddings: np.ndarray) -> list[list[Call]]:
-        need = [i for i, p in enumerate(items) if p.rejected is None]
-        others: dict[int, list[tuple[str, dict[str, Any]]]] = {}
-        if need and "others" in self.negative_sources:
-            hits = self.store.query_population(
-                embeddings[need], 10, exclude_users=[items[i].user_id for i in need]
-            )
-            for i, row in zip(need, hits, strict=True):
-                others[i] = [(t, c) for s, t, c in row if s >= self.others_min_similarity]
-        out: list[list[Call]] = []
-        for i, p in enumerate(items):
-            if p.rejected is not None:
-                out.append(p.rejected)
-                continue
-            supplied: list[Call] = []
-            if self.negative_fn is not None:
-                for c in self.negative_fn(p.messages, p.tools, p.chosen.as_dict()):
-                    try:
-                        call = normalize_call(c, p.specs, what="supplied negative")
-                    except InvalidCallError as exc:
-                        logger.debug("dropping a supplied negative: %s", exc)
-                        continue
-                    if call.key() != p.chosen.key():
-                        supplied.append(Call(call.name, call.arguments, "supplied"))
-            built = build_negatives(
-                p.chosen,
-                p.specs,
-                p.request,
-                n=self.n_negatives,
-                others=others.get(i, ()),
-                sources=self.negative_sources,
-            )
-            merged: list[Call] = []
-            seen = {p.chosen.key()}
-            for c in [*supplied, *built]:
-                if c.key() not in seen and len(merged) < self.n_negatives:
-                    seen.add(c.key())
-                    merged.append(c)
-            if not merged:
-                raise MemoryInputError(
-                    f"cannot build a negative for call {p.chosen.name!r} of user "
-                    f"{p.user_id!r}: pass rejected_calls"
-                )
-            out.append(merged)
-        return out
-
-    def _auto_supersede(self, p: _Prepared, embedding: np.ndarray) -> str | None:
-        if self.auto_supersede is None or p.supersedes is not None:
-            return p.supersedes
-        best = self.store.query(p.user_id, embedding, 1)
-        if not best or (best[0].similarity or 0.0) < self.auto_supersede:
-            return None
-        old = best[0].chosen
-        if old.get("name") != p.chosen.name:
-            return best[0].id
-        spec = next(s for s in p.specs if s.name == p.chosen.name)
-        old_choices = call_choices(Call(str(old.get("name")), dict(old.get("arguments", {}))), spec)
-        return best[0].id if old_choices != call_choices(p.chosen, spec) else None
-
-    def _record_chunk(self, items: list[_Prepared]) -> list[str]:
-        from fints_agent.steering.contrast import contrastive_vectors
-
-        embeddings = self.embedder.embed([p.request for p in items])
-        negatives = self._negatives(items, embeddings)
-        prompts = [self.renderer.render_prompt(p.messages, p.tools) for p in items]
-        params = [{s.name: s.parameters for s in p.specs} for p in items]
-        chosen = [
-            self.renderer.render_call(p.chosen.name, p.chosen.arguments, ps.get(p.chosen.name))
-            for p, ps in zip(items, params, strict=True)
-        ]
-        rejected = [
-            [self.renderer.render_call(c.name, c.arguments, ps.get(c.name)) for c in n]
-            for n, ps in zip(negatives, params, strict=True)
-        ]
-        with self.lm.lock:
-            vectors = contrastive_vectors(
-                self.lm,
-                prompts,
-                chosen,
-                rejected,
-                list(self.layout.layers),
-                self.layout.sites,  # type: ignore[arg-type]
-                batch_size=self.batch_size,
-                skip_shared_prefix=self.skip_shared_prefix,
-                skip_shared_suffix=self.skip_shared_suffix,
-            )
-        supersedes = [self._auto_supersede(p, e) for p, e in zip(items, embeddings, strict=True)]
-        per_user: dict[str, int] = {}
-        for p in items:
-            per_user[p.user_id] = per_user.get(p.user_id, 0) + 1
-        next_seq = {u: self.store.reserve_seq(u, n) for u, n in per_user.items()}
-        records = []
-        for p, emb, vec, negs, sup in zip(
-            items, embeddings, vectors, negatives, supersedes, strict=True
-        ):
-            seq = next_seq[p.user_id]
-            next_seq[p.user_id] += 1
-            spec = next(s for s in p.specs if s.name == p.chosen.name)
-            records.append(
-                TrajectoryRecord(
-                    id=uuid.uuid4().hex,
-                    user_id=p.user_id,
-                    request=p.request,
-                    chosen=p.chosen.as_dict(),
-                    created_at=p.created_at,
-                    seq=seq,
-                    rejected=[c.as_dict() for c in negs],
-                    messages=p.messages,
-                    tools=p.tools,
-                    negatives=(
-                        "given"
-                        if p.rejected is not None
-                        else ",".join(dict.fromkeys(c.source for c in negs))
-                    ),
-                    choices=call_choices(p.chosen, spec),
-                    supersedes=sup,
-                    embedding=emb,
-                    vector=vec.tensor.numpy().reshape(-1),
-                )
-            )
-        self.store.add(records)
-        return [r.id for r in records]
-
-    def record(
-        self,
-        user_id: str,
-        messages: Sequence[Mapping[str, Any]],
-        tools: Sequence[Any],
-        chosen_call: Any,
-        rejected_calls: Sequence[Any] | None = None,
-        *,
-        supersedes: str | None = None,
-        created_at: float | None = None,
-    ) -> str:
-        """Record one trajectory; returns its id.
-
-        Args:
-            user_id: Whose turn it was.
-            messages: The request context (role/content dicts).
-            tools: The tools offered (OpenAI tool dicts, LangChain tools, ...).
-            chosen_call: The accepted call, ``{"name": ..., "arguments": {...}}``.
-            rejected_calls: Calls the user rejected (``None``: negatives are built).
-            supersedes: Id of an older trajectory of this user that this one replaces (it is
-                no longer retrieved).
-            created_at: Unix time of the turn (default: now).
-
-        Raises:
-            MemoryInputError: Empty request, no tools, bad user id, unknown ``supersedes``.
-            InvalidCallError: A malformed call, a tool not offered, or arguments that fail the
-                tool's schema. Nothing is written.
-
-        Example:
-            >>> memory.record("alice", [{"role": "user", "content": "Weather in Oslo?"}],
-            ...               tools, {"name": "get_weather", "arguments": {"city": "Oslo"}})
-            '3f2c...'
-        """
-        item = TrajectoryInput(
-            user_id, messages, tools, chosen_call, rejected_calls, supersedes, created_at
-        )
-        return self.record_many([item], progress=False)[0]
-
-    def record_many(
-        self,
-        items: Iterable[TrajectoryInput | Mapping[str, Any]],
-        *,
-        batch_size: int = 32,
-        progress: bool = True,
-    ) -> list[str]:
-        """Record many trajectories, computing their vectors in batches.
-
-        Every item is checked before anything is computed or written, so one bad item writes
-        nothing. Each batch is written as a unit of the store's crash-safe add.
-
-        Args:
-            items: :class:`TrajectoryInput` objects or dicts (see
-                :meth:`TrajectoryInput.from_dict`).
-            batch_size: Trajectories per batch (embedding, vectors and write).
-            progress: Show a tqdm progress bar.
-
-        Returns:
-            The new trajectory ids, in input order.
-
-        Example:
-            >>> rows = [json.loads(line) for line in open("personal_webapi.jsonl")]
-            >>> ids = memory.record_many(rows)
-        """
-        from tqdm.auto import tqdm
-
-        prepared = [self._prepare(x) for x in items]
-        ids: list[str] = []
-        with tqdm(total=len(prepared), disable=not progress, desc="recording", unit="traj") as bar:
-            for start in range(0, len(prepared), max(1, batch_size)):
-                chunk = prepared[start : start + max(1, batch_size)]
-                ids.extend(self._record_chunk(chunk))
-                bar.update(len(chunk))
-        return ids
-
-    def record_vector(
-        self,
-        user_id: str,
-        messages: Sequence[Mapping[str, Any]],
-        tools: Sequence[Any],
-        chosen_call: Any,
-        vector: SteeringVector,
-        rejected_calls: Sequence[Any] = (),
-        *,
-        created_at: float | None = None,
-    ) -> str:
-        """Record a trajectory with a vector computed elsewhere; returns its id.
-
-        Raises:
-            VectorMismatchError: The vector is of another model, or its layers, sites or width
-                differ from the store's.
-            MemoryInputError: Bad request or calls (as :meth:`record`).
-        """
-        vector.check_model(self.lm.fingerprint, self.lm.num_layers, self.lm.d_model)
-        if vector.layers != self.layout.layers or vector.sites != self.layout.sites:
-            raise VectorMismatchError(
-                f"vector has layers {vector.layers} and sites {vector.sites}; the store holds "
-                f"layers {self.layout.layers} and sites {self.layout.sites}"
-            )
-        p = self._prepare(
-            TrajectoryInput(
-                user_id,
-                messages,
-                tools,
-                chosen_call,
-                list(rejected_calls) or None,
-                None,
-                created_at,
-            )
-        )
-        emb = self.embedder.embed([p.request])[0]
-        spec = next(s for s in p.specs if s.name == p.chosen.name)
-        record = TrajectoryRecord(
-            id=uuid.uuid4().hex,
-            user_id=p.user_id,
-            request=p.request,
-            chosen=p.chosen.as_dict(),
-            created_at=p.created_at,
-            seq=self.store.reserve_seq(p.user_id, 1),
-            rejected=[c.as_dict() for c in p.rejected or []],
-            messages=p.messages,
-            tools=p.tools,
-            negatives="given" if p.rejected else "external",
-            choices=call_choices(p.chosen, spec),
-            embedding=emb,
-            vector=vector.tensor.numpy().reshape(-1),
-        )
-        self.store.add([record])
-        return record.id
 
     # -- retrieval ------------------------------------------------------------------------------
     def _vectors(self, user_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
