@@ -40,6 +40,9 @@ class SteeringConfig(BaseModel):
             number and boolean values and structure, not free-text string values copied from
             the request; ``"decisions"`` steers only the tokens that decide something: the
             tool name and enum, boolean and null values.
+        canonical_choices: Generate tool names and enum values only along the tokenizer's own
+            tokenization of the value (a grammar alone also allows odd spellings such as
+            ``a`` + ``dd`` for ``add``, which a steered model can drift into).
         recency_half_life: Halve a trajectory's weight every this many newer trajectories of
             the same user (``None``: no recency weighting).
     """
@@ -55,6 +58,7 @@ class SteeringConfig(BaseModel):
     steer_prompt: bool = True
     gate: Literal["all", "choices", "decisions"] = "choices"
     recency_half_life: float | None = None
+    canonical_choices: bool = False
 
     @staticmethod
     def path_for(fingerprint: str) -> Path:

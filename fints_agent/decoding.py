@@ -11,7 +11,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -108,6 +108,7 @@ def decode(
     jump_forward: bool = True,
     close_within: int | Sequence[int] = 0,
     close_scope: Callable[[list[str]], list[bool]] | None = None,
+    restrict: Callable[[list[str]], list[Collection[int] | None]] | None = None,
 ) -> Iterator[Step]:
     """Generate from a batch of prompts, one step at a time.
 
@@ -137,6 +138,9 @@ def decode(
             being cut off. 0: off.
         close_scope: Per row, whether closing applies now (for example only inside a call,
             not in a free-text answer); default: every row.
+        restrict: Given each row's text so far, the tokens it may take next (``None``: no
+            restriction), applied after the grammar; ignored for a row where none of them is
+            still possible.
 
     Raises:
         ValueError: Empty batch or an empty prompt.
@@ -208,6 +212,8 @@ def decode(
             logits = out.logits[:, -1, :].float()
             if constraint is not None:
                 constraint.mask_logits(logits)
+            if restrict is not None:
+                _restrict(logits, restrict(texts), done)
             prefer_closing = getattr(constraint, "prefer_closing", None)
             if prefer_closing is not None and any(reserve > 0 for reserve in reserves):
                 scope = close_scope(texts) if close_scope is not None else [True] * batch
@@ -292,6 +298,20 @@ def decode(
         stats.generated_tokens = [len(g) for g in generated]
         stats.finish_reason = ["length" if i in closed else r for i, r in enumerate(reasons)]
         stats.closed_early = [i in closed for i in range(batch)]
+
+
+def _restrict(
+    logits: torch.Tensor, allowed: Sequence[Collection[int] | None], done: Sequence[bool]
+) -> None:
+    """Keep only the allowed tokens of each row (in place) where one of them is still possible."""
+    for i, tokens in enumerate(allowed):
+        if not tokens or done[i]:
+            continue
+        index = torch.tensor(sorted(tokens), device=logits.device)
+        kept = logits[i, index]
+        if torch.isfinite(kept).any():
+            logits[i].fill_(float("-inf"))
+            logits[i, index] = kept
 
 
 def _ban_repeats(logits: torch.Tensor, generated: list[int], n: int) -> None:

@@ -24,6 +24,7 @@ from fints_agent.calls import (
     CALL_OPEN,
     CallGrammar,
     CallPosition,
+    CallTracker,
     ConstrainedDecoder,
     InvalidToolCall,
     ToolCall,
@@ -326,6 +327,33 @@ class TurnEngine:
 
         return scope
 
+    def _canonical(self, turns: Sequence[PreparedTurn]) -> Any:
+        """With ``canonical_choices``: tool names and enum values follow the tokenizer's own
+        tokenization of the value, so that a steered row cannot drift into an odd spelling
+        (``"a" "dd" "_p"...`` for ``add_product_review``) that the grammar also allows."""
+        if not self.config.canonical_choices or not any(t.constraint for t in turns):
+            return None
+        tok = self.lm.tokenizer
+        cache: dict[str, list[int]] = {}
+
+        def ids(text: str) -> list[int]:
+            if text not in cache:
+                cache[text] = tok(text, add_special_tokens=False)["input_ids"]
+            return cache[text]
+
+        def restrict(texts: list[str]) -> list[set[int] | None]:
+            out: list[set[int] | None] = []
+            for t, text in zip(turns, texts, strict=True):
+                choice = None
+                if t.constraint is not None and t.allowed:
+                    tracker = CallTracker(t.allowed)
+                    tracker.feed(text)
+                    choice = tracker.open_choice()
+                out.append(None if choice is None else canonical_next(choice, ids))
+            return out
+
+        return restrict
+
     def _gate(self, turns: Sequence[PreparedTurn]) -> Any:
         if not any(t.gate_specs for t in turns):
             return None
@@ -355,6 +383,7 @@ class TurnEngine:
                 repeat_scope=self._repeat_scope([turn]),
                 close_within=turn.closing_reserve,
                 close_scope=self._close_scope([turn]),
+                restrict=self._canonical([turn]),
                 temperature=req.temperature,
                 seed=req.seed,
                 stats=stats,
@@ -426,6 +455,7 @@ class TurnEngine:
                 repeat_scope=self._repeat_scope(turns),
                 close_within=[t.closing_reserve for t in turns],
                 close_scope=self._close_scope(turns),
+                restrict=self._canonical(turns),
                 temperature=requests[0].temperature,
                 seed=requests[0].seed,
                 stats=stats,
@@ -449,6 +479,25 @@ class PreparedTurn:
     """Tokens before the end of the budget at which an open call is brought to an end."""
     gate: str = "all"
     """Which generated tokens are steered (:attr:`SteeringConfig.gate`)."""
+
+
+def canonical_next(choice: tuple[str, Sequence[str]], ids: Any) -> set[int] | None:
+    """The next tokens of the canonical tokenizations of the values that extend ``text``.
+
+    ``choice`` is ``(text so far, allowed values)``; ``ids`` tokenizes a string. ``None`` (no
+    restriction) when the text so far already is a value, or is not a canonical prefix of any.
+    """
+    text, values = choice
+    done = ids(text) if text else []
+    nxt: set[int] = set()
+    for value in values:
+        if value == text:
+            return None
+        if value.startswith(text):
+            full = ids(value)
+            if len(full) > len(done) and full[: len(done)] == done:
+                nxt.add(full[len(done)])
+    return nxt or None
 
 
 _DECISIONS = frozenset({CallPosition.NAME, CallPosition.CHOICE})

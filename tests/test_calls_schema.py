@@ -470,3 +470,24 @@ def test_tracker_refs_and_any_of() -> None:
     assert call_position(head + '"n": n', [spec]) is CallPosition.CHOICE
     assert call_position(head + '"pair": ["x', [spec]) is CallPosition.FREE_TEXT
     assert call_position(head + '"pair": ["x", ', [spec]) is CallPosition.CHOICE
+
+
+def test_tracker_open_choice(specs: list[ToolSpec]) -> None:
+    """Inside a tool name or a string enum value: the text so far and the allowed values."""
+    send = by_name(specs, "SendMoney")
+    args = {"recipient": "Dana", "amount": 20, "currency": "EUR"}
+    text = render_call("SendMoney", args, send.parameters)
+    names = [s.name for s in specs]
+
+    def at(marker: str) -> tuple[str, list[str]] | None:
+        tracker = CallTracker(specs)
+        tracker.feed(text[: text.index(marker) + len(marker)])
+        return tracker.open_choice()
+
+    assert at('"name": "Se') == ("Se", names)
+    assert at('"name": "') == ("", names)
+    assert at('"currency": "E') == ("E", send.parameters["properties"]["currency"]["enum"])
+    assert at('"currency":') is None  # before the opening quote
+    assert at('"recipient": "Da') is None  # free text
+    assert at('"amount": 2') is None
+    assert CallTracker(specs).open_choice() is None

@@ -404,3 +404,56 @@ def test_steering_gate_modes(mode: str) -> None:
         assert "<tool_call>" in steered
     ungated = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, [], 0, mode)
     assert all(_gate_value(ungated, text[:i]) == 1.0 for i in range(len(text)))
+
+
+def test_canonical_next_follows_the_tokenizers_spelling() -> None:
+    from fints_agent.engine import canonical_next
+
+    spelling = {
+        "add_review": [1, 2],
+        "add_rating": [1, 3],
+        "search": [4],
+        "a": [5],
+        "add": [1],
+        "add_r": [1, 6],
+    }
+
+    def ids(text: str) -> list[int]:
+        return spelling[text]
+
+    values = ["add_review", "add_rating", "search"]
+    assert canonical_next(("", values), ids) == {1, 4}
+    assert canonical_next(("add", values), ids) == {2, 3}
+    assert canonical_next(("add_r", values), ids) is None  # not a canonical prefix: no rule
+    assert canonical_next(("search", values), ids) is None  # complete: the grammar decides
+    assert canonical_next(("a", values), ids) is None
+
+
+def test_restrict_keeps_allowed_tokens_only_where_possible() -> None:
+    from fints_agent.decoding import _restrict
+
+    logits = torch.zeros(3, 6)
+    logits[1, 2] = float("-inf")
+    logits[2, :] = float("-inf")
+    logits[2, 5] = 0.0
+    _restrict(logits, [{1, 2}, {2}, {1}], [False, False, False])
+    assert torch.isfinite(logits[0]).tolist() == [False, True, True, False, False, False]
+    # Row 1: its only allowed token is masked by the grammar, so nothing is restricted.
+    assert torch.isfinite(logits[1]).sum() == 5
+    assert torch.isfinite(logits[2]).tolist() == [False] * 5 + [True]
+
+
+def test_canonical_choices_keeps_calls_valid(tiny_dir: Path) -> None:
+    """Sampled calls with canonical tool names and enum values: valid, and every tool used."""
+    llm = _llm(tiny_dir, temperature=1.0, steering=SteeringConfig(canonical_choices=True))
+    schemas = _schemas(llm)
+    bound = llm.bind_tools(MIXED_TOOLS, tool_choice="any", max_tokens=100)
+    seen: set[str] = set()
+    for seed in range(30):
+        msg = bound.invoke("Do something for me.", seed=seed)
+        assert isinstance(msg, AIMessage)
+        assert msg.invalid_tool_calls == [] and msg.tool_calls, msg
+        for call in msg.tool_calls:
+            jsonschema.validate(call["args"], schemas[call["name"]])
+            seen.add(call["name"])
+    assert seen == set(schemas)

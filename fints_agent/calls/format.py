@@ -420,6 +420,23 @@ class CallTracker:
             return _property_schema(frame.schema, frame.key or "", self._root)
         return _item_schema(frame.schema, frame.index, self._root)
 
+    def open_choice(self) -> tuple[str, list[str]] | None:
+        """Inside a tool name or a string enum value: ``(text so far, allowed values)``.
+
+        ``None`` anywhere else (free text, numbers, structure, before the opening quote).
+        """
+        if self._mode != "json" or self._string != "value" or not self._stack:
+            return None
+        schema = self._value_schema()
+        if schema is _NAME:
+            return "".join(self._buffer), list(self._params)
+        if self._stack[-1].wrapper or not isinstance(schema, Mapping):
+            return None
+        values = _resolve(schema, self._root).get("enum")
+        if isinstance(values, list) and values and all(isinstance(v, str) for v in values):
+            return "".join(self._buffer), list(values)
+        return None
+
     @property
     def position(self) -> CallPosition:
         """What the next token belongs to."""

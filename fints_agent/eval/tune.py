@@ -8,7 +8,9 @@ configuration can select from them). A coordinate search then evaluates ``steer`
 1. ``steer_prompt`` (steering the prompt positions too, or only generated ones),
 2. coefficient, 3. layer band (all, early, middle, late, early+middle, middle+late),
 4. sites (attention, MLP, both), 5. coefficient again around the best, 6. gate (``all``,
-``choices`` or ``decisions``), 7. top-k, 8. softmax temperature, 9. recency half-life.
+``choices`` or ``decisions``), 7. canonical tool names and enum values, alone and with the
+``decisions`` gate at stronger coefficients, 8. top-k, 9. softmax temperature, 10. recency
+half-life.
 
 The objective is ``steer.function_acc + steer.call_acc + rag+steer.call_acc`` on the dev set.
 Test records are never read: they are dropped before anything else happens (checked).
@@ -161,6 +163,13 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
     def gate(_: SteeringConfig) -> list[dict[str, Any]]:
         return [{"gate": g} for g in ("choices", "all", "decisions")]
 
+    def decisions(_: SteeringConfig) -> list[dict[str, Any]]:
+        # Steering only the deciding tokens, spelled canonically, tolerates stronger coefficients.
+        return [{"canonical_choices": True}] + [
+            {"gate": "decisions", "canonical_choices": True, "coefficient": c}
+            for c in (2.0, 4.0, 6.0)
+        ]
+
     def steer_prompt(_: SteeringConfig) -> list[dict[str, Any]]:
         return [{"steer_prompt": b} for b in (True, False)]
 
@@ -180,6 +189,7 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
         ("sites", sites),
         ("coefficient_refine", refine),
         ("gate", gate),
+        ("decisions", decisions),
         ("k", top_k),
         ("temperature", temperature),
         ("recency_half_life", recency),
