@@ -29,7 +29,6 @@ from fints_agent.calls import (
     InvalidToolCall,
     ToolCall,
     ToolSpec,
-    call_position,
     dump_json,
     example_value,
     get_compiler,
@@ -341,14 +340,13 @@ class TurnEngine:
                 cache[text] = tok(text, add_special_tokens=False)["input_ids"]
             return cache[text]
 
+        trackers = _RowTrackers([t.allowed if t.constraint is not None else [] for t in turns])
+
         def restrict(texts: list[str]) -> list[set[int] | None]:
             out: list[set[int] | None] = []
-            for t, text in zip(turns, texts, strict=True):
-                choice = None
-                if t.constraint is not None and t.allowed:
-                    tracker = CallTracker(t.allowed)
-                    tracker.feed(text)
-                    choice = tracker.open_choice()
+            for i, text in enumerate(texts):
+                tracker = trackers.at(i, text)
+                choice = tracker.open_choice() if tracker is not None else None
                 out.append(None if choice is None else canonical_next(choice, ids))
             return out
 
@@ -358,9 +356,14 @@ class TurnEngine:
         if not any(t.gate_specs for t in turns):
             return None
 
+        trackers = _RowTrackers([t.gate_specs for t in turns])
+
         def gate(texts: list[str]) -> torch.Tensor:
             return torch.tensor(
-                [_gate_value(t, text) for t, text in zip(turns, texts, strict=True)]
+                [
+                    _gate_value(t, trackers.at(i, text))
+                    for i, (t, text) in enumerate(zip(turns, texts, strict=True))
+                ]
             )
 
         return gate
@@ -503,11 +506,37 @@ def canonical_next(choice: tuple[str, Sequence[str]], ids: Any) -> set[int] | No
 _DECISIONS = frozenset({CallPosition.NAME, CallPosition.CHOICE})
 
 
-def _gate_value(turn: PreparedTurn, text: str) -> float:
-    """1.0 where the next token of a row is steered, else 0.0 (see :attr:`SteeringConfig.gate`)."""
-    if not turn.gate_specs:
+class _RowTrackers:
+    """One :class:`CallTracker` per batch row, fed only the text added since the last step
+    (the texts of a decode only grow; a row whose text does not extend the fed one starts
+    over). Rows without specs have no tracker."""
+
+    def __init__(self, specs: Sequence[Sequence[ToolSpec]]) -> None:
+        self._specs = [list(s) for s in specs]
+        self._trackers: list[CallTracker | None] = [None] * len(self._specs)
+        self._fed = [""] * len(self._specs)
+
+    def at(self, row: int, text: str) -> CallTracker | None:
+        """The row's tracker after ``text``."""
+        if not self._specs[row]:
+            return None
+        tracker = self._trackers[row]
+        if tracker is None or not text.startswith(self._fed[row]):
+            tracker = self._trackers[row] = CallTracker(self._specs[row])
+            self._fed[row] = ""
+        tracker.feed(text[len(self._fed[row]) :])
+        self._fed[row] = text
+        return tracker
+
+
+def _gate_value(turn: PreparedTurn, tracker: CallTracker | None) -> float:
+    """1.0 where the next token of a row is steered, else 0.0 (see :attr:`SteeringConfig.gate`).
+
+    ``tracker`` follows the row's text over the turn's ``gate_specs`` (None without them).
+    """
+    if tracker is None:
         return 1.0
-    position = call_position(text, turn.gate_specs)
+    position = tracker.position
     if turn.gate == "decisions":
         return 1.0 if position in _DECISIONS else 0.0
     return 0.0 if position is CallPosition.FREE_TEXT else 1.0

@@ -389,13 +389,26 @@ def test_steering_gate_modes(mode: str) -> None:
     """``choices`` steers all but free text; ``decisions`` only the tool name and enum values."""
     from memory_fixtures import WEATHER_TOOLS
 
-    from fints_agent.calls import render_call, to_tool_specs
-    from fints_agent.engine import PreparedTurn, TurnRequest, _gate_value
+    from fints_agent.calls import CallTracker, render_call, to_tool_specs
+    from fints_agent.engine import PreparedTurn, TurnRequest, _gate_value, _RowTrackers
 
     specs = to_tool_specs(WEATHER_TOOLS[:1])
     text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
     turn = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, specs, 0, mode)
-    steered = "".join(text[i] for i in range(len(text)) if _gate_value(turn, text[:i]) == 1.0)
+
+    def fresh(prefix: str) -> CallTracker:
+        tracker = CallTracker(specs)
+        tracker.feed(prefix)
+        return tracker
+
+    steered = "".join(
+        text[i] for i in range(len(text)) if _gate_value(turn, fresh(text[:i])) == 1.0
+    )
+    # Fed step by step, the row's tracker gives the same gate as one fed the whole prefix.
+    rows = _RowTrackers([specs])
+    assert [_gate_value(turn, rows.at(0, text[:i])) for i in range(len(text))] == [
+        _gate_value(turn, fresh(text[:i])) for i in range(len(text))
+    ]
     if mode == "decisions":
         # The characters of the name and of the enum value, quotes included, nothing else.
         assert steered == ' "get_weather" "celsius"'
@@ -403,7 +416,8 @@ def test_steering_gate_modes(mode: str) -> None:
         assert "Oslo" not in steered and "get_weather" in steered and "celsius" in steered
         assert "<tool_call>" in steered
     ungated = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, [], 0, mode)
-    assert all(_gate_value(ungated, text[:i]) == 1.0 for i in range(len(text)))
+    no_specs = _RowTrackers([[]])
+    assert all(_gate_value(ungated, no_specs.at(0, text[:i])) == 1.0 for i in range(len(text)))
 
 
 def test_canonical_next_follows_the_tokenizers_spelling() -> None:
