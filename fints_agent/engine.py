@@ -305,11 +305,23 @@ class TurnEngine:
         return stream
 
     def _repeat_scope(self, turns: Sequence[PreparedTurn]) -> Any:
+        """Rows where the repetition guard applies: unconstrained rows, and constrained rows
+        inside a free-text argument value (followed incrementally, one tracker per row)."""
+        trackers = _RowTrackers([t.allowed if t.constraint is not None else [] for t in turns])
+
         def scope(texts: list[str]) -> list[bool]:
-            return [
-                t.constraint is None or in_free_text_value(text, t.allowed)
-                for t, text in zip(turns, texts, strict=True)
-            ]
+            out = []
+            for i, (t, text) in enumerate(zip(turns, texts, strict=True)):
+                if t.constraint is None:
+                    out.append(True)
+                    continue
+                tracker = trackers.at(i, text)
+                out.append(
+                    tracker.position is CallPosition.FREE_TEXT
+                    if tracker is not None
+                    else in_free_text_value(text, t.allowed)
+                )
+            return out
 
         return scope
 
@@ -435,8 +447,10 @@ class TurnEngine:
     def complete_batch(self, requests: Sequence[TurnRequest]) -> list[TurnResult]:
         """Run several independent turns (of one or many users) in one padded batch.
 
-        Each row keeps its own tools, grammar and steering vector. Greedy decoding gives the
-        same calls as running the turns one by one, up to floating-point ties.
+        Each row keeps its own tools, grammar and steering vector. Greedy decoding gives each
+        row the text of its turn run alone in a batch of one, up to floating-point ties.
+        :meth:`complete` can differ from both: with a single row it feeds the tokens a grammar
+        forces (jump-forward) in one pass, whose tokenization the model may not have chosen.
         """
         if not requests:
             return []

@@ -18,6 +18,7 @@ import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
+from tiny import SHORT, bounded_tool
 
 from fints_agent.calls import ToolSchemaError
 from fints_agent.chat_model import FintsChatModel, resolve_user_id
@@ -86,21 +87,8 @@ class ShipOrder(BaseModel):
     priority: Literal["low", "normal", "high"] | None = None
 
 
-def _bounded(name: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    """A tool whose free strings are short, so random weights finish their calls."""
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": f"The {name} tool.",
-            "parameters": {"type": "object", "properties": properties, "required": required},
-        },
-    }
-
-
-SHORT = {"type": "string", "maxLength": 8}
 MIXED_TOOLS: list[Any] = [
-    _bounded(
+    bounded_tool(
         "get_weather",
         {
             "city": SHORT,
@@ -109,7 +97,7 @@ MIXED_TOOLS: list[Any] = [
         },
         ["city", "units"],
     ),
-    _bounded(
+    bounded_tool(
         "book_ride",
         {
             "pickup": SHORT,
@@ -155,7 +143,7 @@ def test_every_emitted_call_validates(tiny_dir: Path) -> None:
 
 
 FREE_TEXT_TOOLS: list[Any] = [
-    _bounded(
+    bounded_tool(
         "write_note",
         {
             "title": {"type": "string"},
@@ -418,6 +406,25 @@ def test_steering_gate_modes(mode: str) -> None:
     ungated = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, [], 0, mode)
     no_specs = _RowTrackers([[]])
     assert all(_gate_value(ungated, no_specs.at(0, text[:i])) == 1.0 for i in range(len(text)))
+
+
+def test_repeat_scope_follows_free_text_values_incrementally() -> None:
+    """The repetition guard's scope, fed step by step, equals a full re-parse of every prefix."""
+    from memory_fixtures import WEATHER_TOOLS
+
+    from fints_agent.calls import in_free_text_value, render_call, to_tool_specs
+    from fints_agent.engine import PreparedTurn, TurnEngine, TurnRequest
+
+    specs = to_tool_specs(WEATHER_TOOLS[:1])
+    text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
+    constrained = PreparedTurn(TurnRequest(messages=[]), "", object(), specs, None, {}, [], 0, "")
+    free = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, [], 0, "")
+    scope = TurnEngine._repeat_scope(None, [constrained, free])  # type: ignore[arg-type]
+    got = [scope([text[:i], text[:i]]) for i in range(len(text))]
+    assert [g[0] for g in got] == [in_free_text_value(text[:i], specs) for i in range(len(text))]
+    assert all(g[1] for g in got)  # an unconstrained row is always in scope
+    inside = "".join(text[i] for i in range(len(text)) if got[i][0])
+    assert inside == ' "Oslo"'  # the value, its quotes and the space before it
 
 
 def test_canonical_next_follows_the_tokenizers_spelling() -> None:

@@ -108,3 +108,19 @@ def tiny_lm(family: str = "llama", seed: int = 0) -> LoadedModel:
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(_config(family), dtype=torch.float32)
     return wrap_model(model, tiny_tokenizer(), name=f"tiny-{family}")
+
+
+SHORT = {"type": "string", "maxLength": 8}
+"""A free string short enough for random weights to finish."""
+
+
+def bounded_tool(name: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """An OpenAI function tool whose free strings are short, so random weights finish calls."""
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": f"The {name} tool.",
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+    }
