@@ -51,6 +51,8 @@ def test_record_retrieve_round_trip(store_location: str) -> None:
     assert rec.rejected and all(r != rec.chosen for r in rec.rejected)
     assert rec.tools[0]["function"]["name"] == "get_weather"
     assert rec.messages == user_msg("what is the weather in oslo now")
+    assert memory.store.get("alice", [], with_payload=True) == []  # no ids: nothing, no error
+    assert memory.store.get_vectors("alice", []) == {}
 
     r = memory.retrieve("alice", user_msg("what is the weather in oslo today"), WEATHER_TOOLS)
     assert r.reason == "steered" and r.vector is not None

@@ -807,7 +807,7 @@ class TrajectoryStore:
         """
         check_user_id(user_id)
         t = self._trajectories(user_id)
-        if t is None:
+        if t is None or (ids is not None and len(ids) == 0):
             return []
         include = ["metadatas", "documents"] + (["embeddings"] if with_embeddings else [])
         with self._retry_stale(self._name("t", user_id)):
