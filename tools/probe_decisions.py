@@ -11,6 +11,8 @@ unsteered and steered with the turn's retrieved vector at that position only, pe
 and layer band. Reported per decision kind (``name-preference``: the record's rejected calls
 name another tool, so the user's preference decides; ``name-request``: the request decides;
 ``arg``): the mean margin and the share of decisions where the gold token beats every rival.
+With ``--key-vectors``, argument decisions are also steered with a vector of that argument alone
+(see :func:`attach_key_vectors`).
 
 Usage:
     .venv/bin/python tools/probe_decisions.py --store runs/probe_store
@@ -50,6 +52,10 @@ class Decision:
     rivals: list[int]
     vector: SteeringVector
     kind: str
+    key: str | None = None
+    user: str = ""
+    retrieved: tuple[tuple[str, float], ...] = ()
+    key_vector: SteeringVector | None = None
 
 
 def _first_difference(a: list[int], b: list[int]) -> int | None:
@@ -101,15 +107,31 @@ def decisions(lm: Any, engine: TurnEngine, dev: list[Any]) -> list[Decision]:
                 Decision(prompt + gold[:n], gold[n], sorted(rivals), prepared.vector, kind)
             )
         values: dict[int, set[int]] = {}
+        keys: dict[int, str | None] = {}
         for rejected in record.rejected:
             if rejected.name == record.chosen.name:
                 other = ids(rejected.name, rejected.arguments)
                 n = _first_difference(gold, other)
                 if n is not None:
                     values.setdefault(n, set()).add(other[n])
+                    keys.setdefault(
+                        n, _differing_enum_key(record.chosen, rejected, schemas[rejected.name])
+                    )
+        retrieved = tuple(
+            (t["id"], float(t["weight"])) for t in prepared.info.get("trajectories", [])
+        )
         for n, rivals in values.items():
             found.append(
-                Decision(prompt + gold[:n], gold[n], sorted(rivals), prepared.vector, "arg")
+                Decision(
+                    prompt + gold[:n],
+                    gold[n],
+                    sorted(rivals),
+                    prepared.vector,
+                    "arg",
+                    keys.get(n),
+                    record.user_id,
+                    retrieved,
+                )
             )
     return found
 
@@ -117,20 +139,103 @@ def decisions(lm: Any, engine: TurnEngine, dev: list[Any]) -> list[Decision]:
 KINDS = ("name-preference", "name-request", "arg")
 
 
+def _differing_enum_key(chosen: Any, rejected: Any, schema: dict[str, Any]) -> str | None:
+    """The first enum argument (in the chosen call's order) whose value the rejected call
+    does not share."""
+    props = schema.get("properties", {})
+    for key, value in chosen.arguments.items():
+        if "enum" in props.get(key, {}) and rejected.arguments.get(key) != value:
+            return str(key)
+    return None
+
+
+def attach_key_vectors(lm: Any, memory: Any, items: list[Decision]) -> None:
+    """Per argument decision, a vector of that argument alone, from the retrieved trajectories.
+
+    For each retrieved trajectory whose chosen call has the decision's enum argument, its value is
+    contrasted with every other value of the enum (the same call, that argument changed), over
+    the differing tokens only; the vectors are mixed with the retrieval weights of the
+    trajectories that have the argument.
+    """
+    from fints_agent.steering.contrast import contrastive_vectors
+
+    renderer = memory.renderer
+    wanted: dict[tuple[str, str], tuple[str, str, list[str]]] = {}
+    records: dict[str, Any] = {}
+    for item in items:
+        if item.kind != "arg" or item.key is None:
+            continue
+        missing = [tid for tid, _ in item.retrieved if tid not in records]
+        for rec in memory.store.get(item.user, missing, with_payload=True):
+            records[rec.id] = rec
+        for tid, _ in item.retrieved:
+            rec = records.get(tid)
+            if rec is None or (tid, item.key) in wanted:
+                continue
+            name, args = rec.chosen["name"], rec.chosen.get("arguments", {})
+            tool = next((t["function"] for t in rec.tools if t["function"]["name"] == name), None)
+            prop = (tool or {}).get("parameters", {}).get("properties", {}).get(item.key, {})
+            if item.key not in args or "enum" not in prop:
+                continue
+            schema = tool["parameters"]  # type: ignore[index]
+            others = [v for v in prop["enum"] if v != args[item.key]]
+            wanted[(tid, item.key)] = (
+                renderer.render_prompt(rec.messages, rec.tools),
+                renderer.render_call(name, args, schema),
+                [renderer.render_call(name, {**args, item.key: v}, schema) for v in others],
+            )
+    if not wanted:
+        return
+    sample = next(i for i in items if i.kind == "arg")
+    order = list(wanted)
+    vectors = contrastive_vectors(
+        lm,
+        [wanted[k][0] for k in order],
+        [wanted[k][1] for k in order],
+        [wanted[k][2] for k in order],
+        list(sample.vector.layers),
+        sample.vector.sites,
+        skip_shared_prefix=True,
+        skip_shared_suffix=True,
+    )
+    by_key = dict(zip(order, vectors, strict=True))
+    for item in items:
+        if item.kind != "arg" or item.key is None:
+            continue
+        parts = [(by_key[(t, item.key)], w) for t, w in item.retrieved if (t, item.key) in by_key]
+        total = sum(w for _, w in parts)
+        if parts and total > 0:
+            tensor = sum(v.tensor * (w / total) for v, w in parts)
+            first = parts[0][0]
+            item.key_vector = SteeringVector(
+                tensor,  # type: ignore[arg-type]
+                first.layers,
+                first.sites,
+                first.model_fingerprint,
+            )
+
+
 @torch.no_grad()
 def margins(
-    lm: Any, items: list[Decision], coefficient: float, layers: list[int] | None
+    lm: Any,
+    items: list[Decision],
+    coefficient: float,
+    layers: list[int] | None,
+    key_vectors: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per decision kind: mean margin of the gold token over its best rival, and how often the
     gold token beats every rival (coefficient 0: unsteered)."""
     rows: list[tuple[str, float]] = []
     for item in tqdm(items, desc=f"c={coefficient}", leave=False, file=sys.stderr):
         x = torch.tensor([item.ids], device=lm.device)
-        if coefficient == 0:
+        source = item.vector
+        if key_vectors and item.kind == "arg":
+            source = item.key_vector  # type: ignore[assignment]
+        if coefficient == 0 or source is None:
             logits = lm.model(x).logits[0, -1]
         else:
-            keep = [i for i in (layers or item.vector.layers) if i in item.vector.layers]
-            vector = item.vector.select(keep, list(item.vector.sites))
+            keep = [i for i in (layers or source.layers) if i in source.layers]
+            vector = source.select(keep, list(source.sites))
             with steer(lm, vector, coefficients=coefficient, from_position=x.shape[1] - 1):
                 logits = lm.model(x).logits[0, -1]
         logp = torch.log_softmax(logits.float(), -1)
@@ -155,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--coefficients", default="1,4,10")
     parser.add_argument("--bands", default="middle+late,late", help="names from layer_bands()")
     parser.add_argument("--span", action="store_true", help="vectors over the differing span only")
+    parser.add_argument(
+        "--key-vectors",
+        action="store_true",
+        help="also steer argument decisions with a vector of that argument alone",
+    )
     args = parser.parse_args(argv)
     records = load_records(args.data)
     history = [r for r in records if r.split == "history"]
@@ -168,10 +278,17 @@ def main(argv: list[str] | None = None) -> int:
     with history_memory(lm, ingest, store=args.store, options=options) as (memory, _):
         engine = TurnEngine(lm, memory, SteeringConfig.for_model(lm.fingerprint))
         items = decisions(lm, engine, dev)
+        if args.key_vectors:
+            attach_key_vectors(lm, memory, items)
         results: dict[str, Any] = {"unsteered": margins(lm, items, 0.0, None)}
         for band in args.bands.split(","):
             for c in (float(x) for x in args.coefficients.split(",")):
                 results[f"{band} c={c:g}"] = margins(lm, items, c, bands[band])
+                if args.key_vectors:
+                    arg_items = [i for i in items if i.kind == "arg"]
+                    results[f"{band} c={c:g} key vectors"] = margins(
+                        lm, arg_items, c, bands[band], key_vectors=True
+                    )
     print(
         json.dumps(
             {
@@ -179,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 "span": args.span,
                 "dev_records": len(dev),
                 "decisions": len(items),
+                "arg_decisions_with_key_vector": sum(i.key_vector is not None for i in items),
                 "results": results,
                 "machine": machine_info(),
             },
