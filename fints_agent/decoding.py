@@ -93,7 +93,7 @@ def decode(
     lm: LoadedModel,
     prompts: Sequence[str] | Sequence[Sequence[int]],
     *,
-    max_new_tokens: int = 256,
+    max_new_tokens: int | Sequence[int] = 256,
     constraint: Constraint | None = None,
     vectors: SteeringVector | Sequence[SteeringVector | None] | None = None,
     coefficients: Coefficients = 1.0,
@@ -115,7 +115,8 @@ def decode(
     Args:
         lm: The model.
         prompts: Prompt texts (chat-formatted) or token id lists.
-        max_new_tokens: Upper bound on generated tokens per row.
+        max_new_tokens: Upper bound on generated tokens: one for every row, or one per row (a
+            row that reaches its own budget stops there while the others go on).
         constraint: A grammar constraint with one matcher per row.
         vectors: A steering vector for all rows, one per row (``None`` entries: unsteered).
         coefficients: Steering scale per layer/site.
@@ -147,8 +148,6 @@ def decode(
     """
     if len(prompts) == 0:
         raise ValueError("empty batch: no prompts given")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     tok = lm.tokenizer
     rows = [
         list(tok(p, add_special_tokens=False)["input_ids"]) if isinstance(p, str) else list(p)
@@ -157,6 +156,15 @@ def decode(
     if any(len(r) == 0 for r in rows):
         raise ValueError("a prompt has zero tokens")
     batch = len(rows)
+    budgets = (
+        [int(max_new_tokens)] * batch
+        if isinstance(max_new_tokens, int)
+        else [int(b) for b in max_new_tokens]
+    )
+    if len(budgets) != batch:
+        raise ValueError(f"max_new_tokens has {len(budgets)} entries for {batch} rows")
+    if min(budgets) < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {min(budgets)}")
     width = max(len(r) for r in rows)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     device = lm.device
@@ -197,7 +205,7 @@ def decode(
         step_ids, step_pos, attn = ids, positions, mask
         use_jump = jump_forward and batch == 1 and hasattr(constraint, "forced_tokens")
         jumper: Any = constraint if use_jump else None
-        for _ in range(max_new_tokens):
+        for _ in range(max(budgets)):
             if handle is not None and gate is not None:
                 handle.set_gate(gate(texts))
             out = lm.model(
@@ -220,9 +228,7 @@ def decode(
                 closing = [
                     i
                     for i in range(batch)
-                    if scope[i]
-                    and not done[i]
-                    and max_new_tokens - len(generated[i]) <= reserves[i]
+                    if scope[i] and not done[i] and budgets[i] - len(generated[i]) <= reserves[i]
                 ]
                 if closing:
                     closed.update(prefer_closing(logits, closing))
@@ -273,8 +279,8 @@ def decode(
                     texts[i] = final
             # Jump-forward: text the grammar forces next is fed in the same forward pass.
             forced: list[int] = []
-            if jumper is not None and not done[0] and len(generated[0]) < max_new_tokens:
-                forced = jumper.forced_tokens(0)[: max_new_tokens - len(generated[0])]
+            if jumper is not None and not done[0] and len(generated[0]) < budgets[0]:
+                forced = jumper.forced_tokens(0)[: budgets[0] - len(generated[0])]
                 if forced:
                     jumper.accept_tokens(0, forced)
                     generated[0].extend(forced)
@@ -285,8 +291,11 @@ def decode(
                     if jumper.finished(0):
                         done[0] = True
                         reasons[0] = "stop"
+            for i in range(batch):
+                if not done[i] and len(generated[i]) >= budgets[i]:
+                    done[i] = True  # its own budget is spent; reason stays "length"
             yield Step(tokens, deltas, list(done))
-            if all(done) or (batch == 1 and len(generated[0]) >= max_new_tokens):
+            if all(done):
                 break
             width_step = 1 + len(forced)
             step_ids = torch.tensor([[max(t, 0), *forced] for t in tokens], device=device)

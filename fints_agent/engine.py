@@ -447,10 +447,11 @@ class TurnEngine:
     def complete_batch(self, requests: Sequence[TurnRequest]) -> list[TurnResult]:
         """Run several independent turns (of one or many users) in one padded batch.
 
-        Each row keeps its own tools, grammar and steering vector. Greedy decoding gives each
-        row the text of its turn run alone in a batch of one, up to floating-point ties.
-        :meth:`complete` can differ from both: with a single row it feeds the tokens a grammar
-        forces (jump-forward) in one pass, whose tokenization the model may not have chosen.
+        Each row keeps its own tools, grammar, token budget and steering vector. Greedy decoding
+        gives each row the text of its turn run alone in a batch of one, up to floating-point
+        ties. :meth:`complete` can differ from both: with a single row it feeds the tokens a
+        grammar forces (jump-forward) in one pass, whose tokenization the model may not have
+        chosen.
         """
         if not requests:
             return []
@@ -462,7 +463,7 @@ class TurnEngine:
             for step in decode(
                 self.lm,
                 [t.prompt for t in turns],
-                max_new_tokens=max(r.max_new_tokens for r in requests),
+                max_new_tokens=[r.max_new_tokens for r in requests],
                 constraint=RowConstraints([t.constraint for t in turns]),
                 vectors=vectors if any(v is not None for v in vectors) else None,
                 coefficients=self.config.coefficient,

@@ -1,0 +1,59 @@
+"""The decode loop: per-row token budgets and their bad input."""
+
+from __future__ import annotations
+
+import pytest
+from tiny import tiny_lm
+
+from fints_agent.decoding import DecodeStats, decode
+
+PROMPTS = ["get me the weather in oslo", "send a message to dana", "play a song"]
+
+
+def _run(prompts: list[str], budget: int | list[int]) -> tuple[list[list[int]], DecodeStats]:
+    lm = tiny_lm("llama")
+    stats = DecodeStats()
+    tokens: list[list[int]] = [[] for _ in prompts]
+    for step in decode(lm, prompts, max_new_tokens=budget, stop_at_eos=False, stats=stats):
+        for row, t in enumerate(step.tokens):
+            if t >= 0:
+                tokens[row].append(t)
+    return tokens, stats
+
+
+def test_each_row_stops_at_its_own_budget() -> None:
+    together, stats = _run(PROMPTS, [2, 7, 4])
+    assert [len(t) for t in together] == [2, 7, 4]
+    assert stats.generated_tokens == [2, 7, 4]
+    assert stats.finish_reason == ["length"] * 3
+    # A row's tokens are those it gets with a larger budget, cut at its own: a short row that
+    # stops early changes nothing for the others.
+    wide, _ = _run(PROMPTS, 7)
+    assert [w[: len(t)] for w, t in zip(wide, together, strict=True)] == together
+    alone, _ = _run(PROMPTS[1:2], 7)
+    assert alone[0] == together[1]
+
+
+def test_one_budget_for_every_row() -> None:
+    tokens, stats = _run(PROMPTS[:2], 3)
+    assert [len(t) for t in tokens] == [3, 3] and stats.generated_tokens == [3, 3]
+
+
+@pytest.mark.parametrize("budget", [0, -1, [3, 0], [3], [1, 2, 3, 4]])
+def test_bad_budgets_are_refused(budget: int | list[int]) -> None:
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        _run(PROMPTS[:2], budget)
+
+
+def test_batched_turns_keep_their_own_budgets() -> None:
+    from fints_agent.config import SteeringConfig
+    from fints_agent.engine import TurnEngine, TurnRequest
+
+    engine = TurnEngine(tiny_lm("llama"), None, SteeringConfig())
+    requests = [
+        TurnRequest(messages=[{"role": "user", "content": p}], max_new_tokens=b, no_repeat_ngram=0)
+        for p, b in zip(PROMPTS, [3, 9, 5], strict=True)
+    ]
+    results = engine.complete_batch(requests)
+    assert [r.completion_tokens for r in results] == [3, 9, 5]
+    assert all(r.finish_reason == "length" for r in results)
