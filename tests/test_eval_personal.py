@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from fints_agent.engine import TurnRequest, TurnResult
 from fints_agent.eval.dataset import PersonalRecord, group_by_user, load_records, parse_record
 from fints_agent.eval.personal import (
     METHODS,
+    decided_by,
     follow_label,
     knn_call,
     old_preference_call,
@@ -186,6 +188,8 @@ def test_protocol_lm_methods(records: list[PersonalRecord], method: str) -> None
     assert s["p50_latency_ms"] is not None and s["p95_latency_ms"] >= s["p50_latency_ms"]
     assert "batch wall time" in s["latency_basis"]
     assert s["fingerprint"] == tiny_lm("llama").fingerprint and s["machine"]["cpu_count"]
+    deciders = {k: v["n"] for k, v in s["by_decider"].items()}
+    assert deciders == dict(Counter(decided_by(r) for r in tests)) and sum(deciders.values()) == 8
     (engine,) = FakeEngine.instances
     expected = {"zero-shot": "none", "rag": "rag", "steer": "steer", "rag+steer": "rag+steer"}
     assert {r.personalization for r in engine.requests} == {expected[method]}
@@ -205,6 +209,18 @@ def test_protocol_lm_methods(records: list[PersonalRecord], method: str) -> None
         assert {"user_kind", "domain", "n_history_domain", "phase", "call", "latency_s"} <= set(row)
     u02 = [r for r in rows if r["user_id"] == "u02"]
     assert all(r["n_history_domain"] >= 10 and r["user_kind"] == "dense" for r in u02)
+
+
+def test_decided_by_preference_or_request(records: list[PersonalRecord]) -> None:
+    kinds = {decided_by(r) for r in records}
+    assert kinds == {"preference", "request"}  # the fixture has both kinds
+    record = next(r for r in records if decided_by(r) == "preference")
+    other = next(c for c in record.rejected if c.name != record.chosen.name)
+    assert other.name in {t["function"]["name"] for t in record.openai_tools()}
+    same_tool = record.model_copy(
+        update={"rejected": [c for c in record.rejected if c.name == record.chosen.name]}
+    )
+    assert decided_by(same_tool) == "request"
 
 
 def test_protocol_online_records_feedback_after_each_turn(records: list[PersonalRecord]) -> None:

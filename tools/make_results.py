@@ -66,14 +66,15 @@ def _personal_table(summaries: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _kind_table(summaries: list[dict[str, Any]]) -> list[str]:
-    kinds = sorted({k for s in summaries for k in s.get("by_user_kind", {})})
+def _breakdown_table(summaries: list[dict[str, Any]], field: str = "by_user_kind") -> list[str]:
+    """Function / call accuracy per group of a summary breakdown (``by_user_kind``...)."""
+    kinds = sorted({k for s in summaries for k in s.get(field, {})})
     header = "| method | " + " | ".join(f"{k} function / call" for k in kinds) + " |"
     lines = [header, "|---|" + "---|" * len(kinds)]
     for s in summaries:
         cells = []
         for k in kinds:
-            part = s.get("by_user_kind", {}).get(k)
+            part = s.get(field, {}).get(k)
             cells.append(
                 f"{_fmt(part['function_acc'])} / {_fmt(part['call_acc'])} (n={part['n']})"
                 if part
@@ -435,7 +436,12 @@ def _render(
         "",
         "By user kind (function / call accuracy):",
         "",
-        *_kind_table(main_runs),
+        *_breakdown_table(main_runs),
+        "",
+        "By what decides the tool (`preference`: a rejected call names another tool, so the "
+        "user's preference decides; `request`: the request does), function / call accuracy:",
+        "",
+        *_breakdown_table(main_runs, "by_decider"),
         "",
         "### Targets",
         "",

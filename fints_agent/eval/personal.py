@@ -55,6 +55,7 @@ __all__ = [
     "PersonalRun",
     "TurnOutcome",
     "answer_turns",
+    "decided_by",
     "domain_history_counts",
     "follow_label",
     "history_memory",
@@ -561,6 +562,16 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def decided_by(record: PersonalRecord) -> str:
+    """Whether the user's preference or the request decides a record's tool.
+
+    ``"preference"`` when a rejected call names another tool (the record marks another tool as
+    plausible for the request, so the user's preference decides), else ``"request"``.
+    """
+    chosen = record.chosen.name
+    return "preference" if any(r.name != chosen for r in record.rejected) else "request"
+
+
 def _rates(outcomes: Sequence[TurnOutcome]) -> dict[str, Any]:
     s = summarize([o.score for o in outcomes])
     return {k: s[k] for k in ("n", "function_acc", "arg_acc", "call_acc", "valid_rate")}
@@ -577,7 +588,9 @@ def summarize_outcomes(
             changed preference matters (see :func:`follow_label`).
 
     Returns:
-        :func:`~fints_agent.eval.scoring.summarize` fields plus ``by_user_kind`` and
+        :func:`~fints_agent.eval.scoring.summarize` fields plus ``by_user_kind``,
+        ``by_decider`` (turns whose tool the preference or the request decides, see
+        :func:`decided_by`) and
         ``changed_preference`` (``n``, ``follows_new``, ``follows_old`` rates).
     """
     tokens = [o.prompt_tokens for o in outcomes if o.prompt_tokens]
@@ -586,6 +599,10 @@ def summarize_outcomes(
     for o in outcomes:
         kinds[str((o.record.meta or {}).get("user_kind", "unknown"))].append(o)
     summary["by_user_kind"] = {kind: _rates(group) for kind, group in sorted(kinds.items())}
+    deciders: dict[str, list[TurnOutcome]] = defaultdict(list)
+    for o in outcomes:
+        deciders[decided_by(o.record)].append(o)
+    summary["by_decider"] = {k: _rates(group) for k, group in sorted(deciders.items())}
     labels = list((follows or {}).values())
     summary["changed_preference"] = {
         "n": len(labels),
