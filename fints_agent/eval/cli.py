@@ -305,7 +305,8 @@ def add_eval_commands(subparsers: Any) -> None:
         "--steps",
         default=None,
         help="comma-separated search steps to run (default all: steer_prompt, coefficient, "
-        "layers, sites, coefficient_refine, gate, decisions, k, temperature, recency_half_life)",
+        "layers, sites, coefficient_refine, gate, decisions, k, temperature, min_similarity, "
+        "recency_half_life)",
     )
     tune.add_argument(
         "--embedder", default="minilm", choices=("minilm", "lm"), help="retrieval embedder"

@@ -9,8 +9,8 @@ configuration can select from them). A coordinate search then evaluates ``steer`
 2. coefficient, 3. layer band (all, early, middle, late, early+middle, middle+late),
 4. sites (attention, MLP, both), 5. coefficient again around the best, 6. gate (``all``,
 ``choices`` or ``decisions``), 7. canonical tool names and enum values, alone and with the
-``decisions`` gate at stronger coefficients, 8. top-k, 9. softmax temperature, 10. recency
-half-life.
+``decisions`` gate at stronger coefficients, 8. top-k, 9. softmax temperature, 10. similarity
+threshold below which a past trajectory is not used, 11. recency half-life.
 
 The objective is ``steer.function_acc + steer.call_acc + rag+steer.call_acc`` on the dev set.
 Test records are never read: they are dropped before anything else happens (checked).
@@ -179,6 +179,9 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
     def temperature(_: SteeringConfig) -> list[dict[str, Any]]:
         return [{"temperature": t} for t in (0.05, 0.1, 0.3)]
 
+    def min_similarity(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"min_similarity": m} for m in (0.2, 0.35, 0.5)]
+
     def recency(_: SteeringConfig) -> list[dict[str, Any]]:
         return [{"recency_half_life": h} for h in (None, 8.0)]
 
@@ -192,6 +195,7 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
         ("decisions", decisions),
         ("k", top_k),
         ("temperature", temperature),
+        ("min_similarity", min_similarity),
         ("recency_half_life", recency),
     ]
 
