@@ -12,11 +12,15 @@ import shutil
 import tempfile
 import textwrap
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+
+if TYPE_CHECKING:
+    from fints_agent.config import SteeringConfig
+    from fints_agent.engine import Personalization
 
 __all__ = ["HISTORIES", "REQUESTS", "TOOLS", "run_demo"]
 
@@ -153,6 +157,12 @@ REQUESTS = [
 ]
 
 
+def _demo_steering() -> SteeringConfig:
+    from fints_agent.config import SteeringConfig
+
+    return SteeringConfig(coefficient=2.0, steer_prompt=False, gate="choices")
+
+
 def _first_call(messages: list[Any]) -> tuple[AIMessage | None, dict[str, Any]]:
     for m in messages:
         if isinstance(m, AIMessage) and (m.tool_calls or m.invalid_tool_calls):
@@ -171,7 +181,12 @@ def _describe(message: AIMessage | None) -> str:
 
 
 def run_demo(
-    store: str | None = None, *, fresh: bool = True, verbose: bool = True
+    store: str | None = None,
+    *,
+    fresh: bool = True,
+    verbose: bool = True,
+    steering: SteeringConfig | None = None,
+    personalization: Personalization = "rag+steer",
 ) -> dict[str, Any]:
     """Run the demo; returns each user's calls and steering explanations.
 
@@ -179,12 +194,14 @@ def run_demo(
         store: Memory directory (default: a temporary directory, removed afterwards).
         fresh: Start from an empty memory.
         verbose: Print the side-by-side table.
+        steering: The steering configuration (default: coefficient 2 on every non-free-text
+            token of a call; see the README for what the demo shows on the default model).
+        personalization: How the history is used.
     """
     from langchain.agents import create_agent
     from langchain.agents.middleware import ModelCallLimitMiddleware
 
     from fints_agent.chat_model import FintsChatModel
-    from fints_agent.config import SteeringConfig
 
     tmp = None
     if store is None:
@@ -197,8 +214,8 @@ def run_demo(
             memory=store,
             max_tokens=96,
             call_on_user_turn=True,
-            personalization="rag+steer",
-            steering=SteeringConfig(coefficient=2.0, steer_prompt=False, gate="choices"),
+            personalization=personalization,
+            steering=steering or _demo_steering(),
         )
         start = time.perf_counter()
         lm = llm.load()
