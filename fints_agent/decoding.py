@@ -157,9 +157,9 @@ def decode(
         raise ValueError("a prompt has zero tokens")
     batch = len(rows)
     budgets = (
-        [int(max_new_tokens)] * batch
-        if isinstance(max_new_tokens, int)
-        else [int(b) for b in max_new_tokens]
+        [int(b) for b in max_new_tokens]
+        if isinstance(max_new_tokens, Sequence)
+        else [int(max_new_tokens)] * batch
     )
     if len(budgets) != batch:
         raise ValueError(f"max_new_tokens has {len(budgets)} entries for {batch} rows")

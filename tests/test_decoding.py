@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from tiny import tiny_lm
 
@@ -37,6 +38,8 @@ def test_each_row_stops_at_its_own_budget() -> None:
 def test_one_budget_for_every_row() -> None:
     tokens, stats = _run(PROMPTS[:2], 3)
     assert [len(t) for t in tokens] == [3, 3] and stats.generated_tokens == [3, 3]
+    tokens, _ = _run(PROMPTS[:2], np.int64(2))  # type: ignore[arg-type]
+    assert [len(t) for t in tokens] == [2, 2]
 
 
 @pytest.mark.parametrize("budget", [0, -1, [3, 0], [3], [1, 2, 3, 4]])
