@@ -304,10 +304,9 @@ class TurnEngine:
         stream._steps = self._generate(prepared, stream)
         return stream
 
-    def _repeat_scope(self, turns: Sequence[PreparedTurn]) -> Any:
+    def _repeat_scope(self, turns: Sequence[PreparedTurn], trackers: _RowTrackers) -> Any:
         """Rows where the repetition guard applies: unconstrained rows, and constrained rows
-        inside a free-text argument value (followed incrementally, one tracker per row)."""
-        trackers = _RowTrackers([t.allowed if t.constraint is not None else [] for t in turns])
+        inside a free-text argument value (``trackers`` follow each row's text)."""
 
         def scope(texts: list[str]) -> list[bool]:
             out = []
@@ -338,7 +337,7 @@ class TurnEngine:
 
         return scope
 
-    def _canonical(self, turns: Sequence[PreparedTurn]) -> Any:
+    def _canonical(self, turns: Sequence[PreparedTurn], trackers: _RowTrackers) -> Any:
         """With ``canonical_choices``: tool names and enum values follow the tokenizer's own
         tokenization of the value, so that a steered row cannot drift into an odd spelling
         (``"a" "dd" "_p"...`` for ``add_product_review``) that the grammar also allows."""
@@ -352,28 +351,24 @@ class TurnEngine:
                 cache[text] = tok(text, add_special_tokens=False)["input_ids"]
             return cache[text]
 
-        trackers = _RowTrackers([t.allowed if t.constraint is not None else [] for t in turns])
-
         def restrict(texts: list[str]) -> list[set[int] | None]:
             out: list[set[int] | None] = []
-            for i, text in enumerate(texts):
-                tracker = trackers.at(i, text)
+            for i, (t, text) in enumerate(zip(turns, texts, strict=True)):
+                tracker = trackers.at(i, text) if t.constraint is not None else None
                 choice = tracker.open_choice() if tracker is not None else None
                 out.append(None if choice is None else canonical_next(choice, ids))
             return out
 
         return restrict
 
-    def _gate(self, turns: Sequence[PreparedTurn]) -> Any:
+    def _gate(self, turns: Sequence[PreparedTurn], trackers: _RowTrackers) -> Any:
         if not any(t.gate_specs for t in turns):
             return None
-
-        trackers = _RowTrackers([t.gate_specs for t in turns])
 
         def gate(texts: list[str]) -> torch.Tensor:
             return torch.tensor(
                 [
-                    _gate_value(t, trackers.at(i, text))
+                    _gate_value(t, trackers.at(i, text) if t.gate_specs else None)
                     for i, (t, text) in enumerate(zip(turns, texts, strict=True))
                 ]
             )
@@ -384,6 +379,7 @@ class TurnEngine:
         req = turn.request
         stats = DecodeStats()
         text = ""
+        trackers = _RowTrackers([turn.allowed])
         with self.lm.lock:
             for step in decode(
                 self.lm,
@@ -393,12 +389,12 @@ class TurnEngine:
                 vectors=turn.vector,
                 coefficients=self.config.coefficient,
                 steer_prompt=self.config.steer_prompt,
-                gate=self._gate([turn]),
+                gate=self._gate([turn], trackers),
                 no_repeat_ngram=req.no_repeat_ngram,
-                repeat_scope=self._repeat_scope([turn]),
+                repeat_scope=self._repeat_scope([turn], trackers),
                 close_within=turn.closing_reserve,
                 close_scope=self._close_scope([turn]),
-                restrict=self._canonical([turn]),
+                restrict=self._canonical([turn], trackers),
                 temperature=req.temperature,
                 seed=req.seed,
                 stats=stats,
@@ -459,6 +455,7 @@ class TurnEngine:
         vectors = [t.vector for t in turns]
         stats = DecodeStats()
         texts = [""] * len(turns)
+        trackers = _RowTrackers([t.allowed for t in turns])
         with self.lm.lock:
             for step in decode(
                 self.lm,
@@ -468,12 +465,12 @@ class TurnEngine:
                 vectors=vectors if any(v is not None for v in vectors) else None,
                 coefficients=self.config.coefficient,
                 steer_prompt=self.config.steer_prompt,
-                gate=self._gate(turns),
+                gate=self._gate(turns, trackers),
                 no_repeat_ngram=requests[0].no_repeat_ngram,
-                repeat_scope=self._repeat_scope(turns),
+                repeat_scope=self._repeat_scope(turns, trackers),
                 close_within=[t.closing_reserve for t in turns],
                 close_scope=self._close_scope(turns),
-                restrict=self._canonical(turns),
+                restrict=self._canonical(turns, trackers),
                 temperature=requests[0].temperature,
                 seed=requests[0].seed,
                 stats=stats,
@@ -524,7 +521,9 @@ _DECISIONS = frozenset({CallPosition.NAME, CallPosition.CHOICE})
 class _RowTrackers:
     """One :class:`CallTracker` per batch row, fed only the text added since the last step
     (the texts of a decode only grow; a row whose text does not extend the fed one starts
-    over). Rows without specs have no tracker."""
+    over). Rows without specs have no tracker. One instance serves every per-step rule of a
+    decode (steering gate, repetition guard, canonical spelling): asking again for the same
+    text feeds nothing."""
 
     def __init__(self, specs: Sequence[Sequence[ToolSpec]]) -> None:
         self._specs = [list(s) for s in specs]

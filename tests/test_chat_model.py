@@ -413,13 +413,14 @@ def test_repeat_scope_follows_free_text_values_incrementally() -> None:
     from memory_fixtures import WEATHER_TOOLS
 
     from fints_agent.calls import in_free_text_value, render_call, to_tool_specs
-    from fints_agent.engine import PreparedTurn, TurnEngine, TurnRequest
+    from fints_agent.engine import PreparedTurn, TurnEngine, TurnRequest, _RowTrackers
 
     specs = to_tool_specs(WEATHER_TOOLS[:1])
     text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
     constrained = PreparedTurn(TurnRequest(messages=[]), "", object(), specs, None, {}, [], 0, "")
     free = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, [], 0, "")
-    scope = TurnEngine._repeat_scope(None, [constrained, free])  # type: ignore[arg-type]
+    trackers = _RowTrackers([specs, specs])
+    scope = TurnEngine._repeat_scope(None, [constrained, free], trackers)  # type: ignore[arg-type]
     got = [scope([text[:i], text[:i]]) for i in range(len(text))]
     assert [g[0] for g in got] == [in_free_text_value(text[:i], specs) for i in range(len(text))]
     assert all(g[1] for g in got)  # an unconstrained row is always in scope
