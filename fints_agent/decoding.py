@@ -156,13 +156,7 @@ def decode(
     if any(len(r) == 0 for r in rows):
         raise ValueError("a prompt has zero tokens")
     batch = len(rows)
-    budgets = (
-        [int(b) for b in max_new_tokens]
-        if isinstance(max_new_tokens, Sequence)
-        else [int(max_new_tokens)] * batch
-    )
-    if len(budgets) != batch:
-        raise ValueError(f"max_new_tokens has {len(budgets)} entries for {batch} rows")
+    budgets = _per_row(max_new_tokens, batch, "max_new_tokens")
     if min(budgets) < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {min(budgets)}")
     width = max(len(r) for r in rows)
@@ -184,9 +178,7 @@ def decode(
     done = [False] * batch
     reasons = ["length"] * batch
     closed: set[int] = set()
-    reserves = [int(close_within)] * batch if isinstance(close_within, int) else list(close_within)
-    if len(reserves) != batch:
-        raise ValueError(f"close_within has {len(reserves)} entries for {batch} rows")
+    reserves = _per_row(close_within, batch, "close_within")
     if stats is not None:
         stats.prompt_tokens = [len(r) for r in rows]
 
@@ -307,6 +299,14 @@ def decode(
         stats.generated_tokens = [len(g) for g in generated]
         stats.finish_reason = ["length" if i in closed else r for i, r in enumerate(reasons)]
         stats.closed_early = [i in closed for i in range(batch)]
+
+
+def _per_row(value: int | Sequence[int], batch: int, name: str) -> list[int]:
+    """One integer for every row, or one per row (checked against the batch size)."""
+    values = [int(v) for v in value] if isinstance(value, Sequence) else [int(value)] * batch
+    if len(values) != batch:
+        raise ValueError(f"{name} has {len(values)} entries for {batch} rows")
+    return values
 
 
 def _restrict(
