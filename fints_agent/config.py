@@ -45,6 +45,11 @@ class SteeringConfig(BaseModel):
             ``a`` + ``dd`` for ``add``, which a steered model can drift into).
         recency_half_life: Halve a trajectory's weight every this many newer trajectories of
             the same user (``None``: no recency weighting).
+        tool_steering: ``"always"`` steers the tool-name decision like any other;
+            ``"contrasted"`` scales it by the share of the retrieval weight that comes from
+            trajectories whose rejected calls name another tool. A user's past weather calls
+            that only contrast units then do not push a forecast request towards current
+            weather; the units are still steered.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -59,6 +64,7 @@ class SteeringConfig(BaseModel):
     gate: Literal["all", "choices", "decisions"] = "choices"
     recency_half_life: float | None = None
     canonical_choices: bool = False
+    tool_steering: Literal["always", "contrasted"] = "always"
 
     @staticmethod
     def path_for(fingerprint: str) -> Path:

@@ -68,6 +68,11 @@ class RetrievalLike(Protocol):
     similarities: list[float]
     examples: list[tuple[list[dict[str, Any]], dict[str, Any]]]
 
+    @property
+    def tool_share(self) -> float:
+        """Share of the mixing weight from trajectories that contrast the choice of tool."""
+        ...
+
 
 class MemoryLike(Protocol):
     """The part of :class:`fints_agent.memory.Memory` the engine uses."""
@@ -274,11 +279,26 @@ class TurnEngine:
             keep = [x for x in (cfg.layers or vector.layers) if x in vector.layers]
             sites = [s for s in cfg.sites if s in vector.sites]
             vector = vector.select(keep, sites) if keep and sites else None
+        tool_scale = 1.0
+        if vector is not None and retrieval is not None and cfg.tool_steering == "contrasted":
+            tool_scale = retrieval.tool_share
         info = _steering_info(req, retrieval, vector is not None)
-        gate_specs = allowed if vector is not None and cfg.gate != "all" else []
+        if vector is not None:
+            info["tool_scale"] = round(tool_scale, 4)
+        tracked = cfg.gate != "all" or tool_scale < 1.0
+        gate_specs = allowed if vector is not None and tracked else []
         reserve = self._closing_reserve(req, allowed) if constraint is not None else 0
         return PreparedTurn(
-            req, prompt, constraint, allowed, vector, info, gate_specs, reserve, cfg.gate
+            req,
+            prompt,
+            constraint,
+            allowed,
+            vector,
+            info,
+            gate_specs,
+            reserve,
+            cfg.gate,
+            tool_scale,
         )
 
     def _closing_reserve(self, req: TurnRequest, allowed: Sequence[ToolSpec]) -> int:
@@ -494,6 +514,8 @@ class PreparedTurn:
     """Tokens before the end of the budget at which an open call is brought to an end."""
     gate: str = "all"
     """Which generated tokens are steered (:attr:`SteeringConfig.gate`)."""
+    tool_scale: float = 1.0
+    """Scale of the steering at the tool-name decision (:attr:`SteeringConfig.tool_steering`)."""
 
 
 def canonical_next(choice: tuple[str, Sequence[str]], ids: Any) -> set[int] | None:
@@ -544,13 +566,19 @@ class _RowTrackers:
 
 
 def _gate_value(turn: PreparedTurn, tracker: CallTracker | None) -> float:
-    """1.0 where the next token of a row is steered, else 0.0 (see :attr:`SteeringConfig.gate`).
+    """How strongly the next token of a row is steered: 0.0 (not at all) to 1.0.
 
-    ``tracker`` follows the row's text over the turn's ``gate_specs`` (None without them).
+    0.0 or 1.0 by :attr:`SteeringConfig.gate`; at the tool name, times the turn's
+    ``tool_scale`` (:attr:`SteeringConfig.tool_steering`). ``tracker`` follows the row's text
+    over the turn's ``gate_specs`` (None without them).
     """
     if tracker is None:
         return 1.0
     position = tracker.position
+    if position is CallPosition.NAME:
+        return turn.tool_scale
+    if turn.gate == "all":
+        return 1.0
     if turn.gate == "decisions":
         return 1.0 if position in _DECISIONS else 0.0
     return 0.0 if position is CallPosition.FREE_TEXT else 1.0

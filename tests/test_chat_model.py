@@ -389,6 +389,74 @@ def test_steering_gate_modes(mode: str) -> None:
     assert all(_gate_value(ungated, no_specs.at(0, text[:i])) == 1.0 for i in range(len(text)))
 
 
+@pytest.mark.parametrize("mode", ["all", "choices", "decisions"])
+def test_tool_scale_steers_the_tool_name_only_so_much(mode: str) -> None:
+    """``tool_steering="contrasted"``: the name is steered by the turn's scale, the rest as is."""
+    from memory_fixtures import WEATHER_TOOLS
+
+    from fints_agent.calls import render_call, to_tool_specs
+    from fints_agent.engine import PreparedTurn, TurnRequest, _gate_value, _RowTrackers
+
+    specs = to_tool_specs(WEATHER_TOOLS[:1])
+    text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
+
+    def gates(scale: float) -> list[float]:
+        turn = PreparedTurn(
+            TurnRequest(messages=[]), "", None, specs, None, {}, specs, 0, mode, scale
+        )
+        rows = _RowTrackers([specs])
+        return [_gate_value(turn, rows.at(0, text[:i])) for i in range(len(text))]
+
+    full, scaled = gates(1.0), gates(0.25)
+    at_name = "".join(text[i] for i in range(len(text)) if scaled[i] == 0.25)
+    assert at_name == ' "get_weather"'
+    assert all(f == s for f, s in zip(full, scaled, strict=True) if s != 0.25)
+    assert all(full[i] == 1.0 for i in range(len(text)) if scaled[i] == 0.25)
+    assert "celsius" in "".join(text[i] for i in range(len(text)) if scaled[i] == 1.0)
+
+
+def test_contrasted_tool_steering_follows_the_retrieved_trajectories(tmp_path: Path) -> None:
+    """A user whose past calls contrast only units gets the tool name unsteered."""
+    import torch
+    from memory_fixtures import WEATHER_TOOLS, make_memory, user_msg
+
+    from fints_agent.calls import to_tool_specs
+    from fints_agent.config import SteeringConfig
+    from fints_agent.engine import TurnEngine, TurnRequest
+    from fints_agent.steering import SteeringVector
+
+    memory = make_memory(tmp_path / "store", k=3)
+    lay = memory.layout
+    vector = SteeringVector(
+        torch.ones(len(lay.layers), len(lay.sites), lay.d_model),
+        lay.layers,
+        lay.sites,  # type: ignore[arg-type]
+        lay.model_fingerprint,
+    )
+    msg = user_msg("weather in oslo")
+    chosen = {"name": "get_weather", "arguments": {"city": "Oslo", "units": "celsius"}}
+    units = [{"name": "get_weather", "arguments": {"city": "Oslo", "units": "fahrenheit"}}]
+    forecast = [
+        {"name": "get_forecast", "arguments": {"city": "Oslo", "days": 1, "units": "celsius"}}
+    ]
+    memory.record_vector("ann", msg, WEATHER_TOOLS, chosen, vector, units)
+    memory.record_vector("ben", msg, WEATHER_TOOLS, chosen, vector, forecast)
+    specs = to_tool_specs(WEATHER_TOOLS)
+    for gate in ("all", "decisions"):
+        contrasted = SteeringConfig(gate=gate, tool_steering="contrasted")
+        engine = TurnEngine(memory.lm, memory, contrasted)
+        engine.max_context = 4096  # only prepared here, never generated
+        ann = engine.prepare(TurnRequest(msg, specs, tool_choice="any", user_id="ann"))
+        ben = engine.prepare(TurnRequest(msg, specs, tool_choice="any", user_id="ben"))
+        assert (ann.tool_scale, ben.tool_scale) == (0.0, 1.0)
+        assert ann.info["tool_scale"] == 0.0 and ann.vector is not None
+        assert ann.gate_specs  # followed, so that the name can be told apart
+        engine.config = SteeringConfig(gate=gate)  # "always": the name is steered fully
+        assert engine.prepare(TurnRequest(msg, specs, user_id="ann")).tool_scale == 1.0
+    with pytest.raises(ValueError):
+        SteeringConfig(tool_steering="sometimes")  # type: ignore[arg-type]
+
+
 def test_repeat_scope_follows_free_text_values_incrementally() -> None:
     """The repetition guard's scope, fed step by step, equals a full re-parse of every prefix."""
     from memory_fixtures import WEATHER_TOOLS

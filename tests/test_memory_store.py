@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -293,6 +294,38 @@ def test_recency_weighting_in_turns(store_location: str) -> None:
     assert r.trajectory_ids == ids[::-1]
     assert r.ages == [0.0, 1.0, 2.0]
     assert r.weights == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+
+
+def test_retrieval_knows_which_trajectories_contrast_the_tool(store_location: str) -> None:
+    """A trajectory whose rejected calls all use the chosen tool contrasts arguments only."""
+    memory = make_memory(store_location, k=3)
+    msg = user_msg("weather in oslo")
+    chosen = {"name": "get_weather", "arguments": {"city": "Oslo", "units": "celsius"}}
+    units_only = [{"name": "get_weather", "arguments": {"city": "Oslo", "units": "fahrenheit"}}]
+    other_tool = [
+        {"name": "get_forecast", "arguments": {"city": "Oslo", "days": 2, "units": "celsius"}}
+    ]
+    a = memory.record_vector(
+        "alice", msg, WEATHER_TOOLS, chosen, _random_vector(memory, 0), units_only
+    )
+    b = memory.record_vector(
+        "alice", msg, WEATHER_TOOLS, chosen, _random_vector(memory, 1), other_tool
+    )
+    assert {r.id: r.contrasts_tool for r in memory.store.get("alice")} == {a: False, b: True}
+    r = memory.retrieve("alice", msg)
+    assert dict(zip(r.trajectory_ids, r.tool_contrasts, strict=True)) == {a: False, b: True}
+    assert r.tool_share == pytest.approx(r.weights[r.trajectory_ids.index(b)])
+    assert 0.0 < r.tool_share < 1.0
+
+    only_args = make_memory(store_location, k=3)
+    only_args.record_vector(
+        "bob", msg, WEATHER_TOOLS, chosen, _random_vector(memory, 2), units_only
+    )
+    assert only_args.retrieve("bob", msg).tool_share == 0.0
+    # Nothing retrieved, or a trajectory of unknown contrast (older stores): full tool steering.
+    assert only_args.retrieve("nobody", msg).tool_share == 1.0
+    old = replace(r, tool_contrasts=[None] * len(r.weights))
+    assert old.tool_share == pytest.approx(1.0)
 
 
 def test_export_import_round_trip(store_location: str, tmp_path: Path) -> None:

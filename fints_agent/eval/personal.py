@@ -568,8 +568,10 @@ def decided_by(record: PersonalRecord) -> str:
     ``"preference"`` when a rejected call names another tool (the record marks another tool as
     plausible for the request, so the user's preference decides), else ``"request"``.
     """
-    chosen = record.chosen.name
-    return "preference" if any(r.name != chosen for r in record.rejected) else "request"
+    from fints_agent.memory.store import contrasts_tool  # keeps torch out of this import
+
+    rejected = [{"name": r.name} for r in record.rejected]
+    return "preference" if contrasts_tool({"name": record.chosen.name}, rejected) else "request"
 
 
 def _rates(outcomes: Sequence[TurnOutcome]) -> dict[str, Any]:

@@ -56,6 +56,7 @@ class _FixedRetrieval:
     weights: list[float] = field(default_factory=list)
     similarities: list[float] = field(default_factory=list)
     examples: list[tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
+    tool_share: float = 1.0
 
 
 class FixedVectorMemory:

@@ -9,8 +9,9 @@ configuration can select from them). A coordinate search then evaluates ``steer`
 2. coefficient, 3. layer band (all, early, middle, late, early+middle, middle+late),
 4. sites (attention, MLP, both), 5. coefficient again around the best, 6. gate (``all``,
 ``choices`` or ``decisions``), 7. canonical tool names and enum values, alone and with the
-``decisions`` gate at stronger coefficients, 8. top-k, 9. softmax temperature, 10. similarity
-threshold below which a past trajectory is not used, 11. recency half-life.
+``decisions`` gate at stronger coefficients, 8. tool steering (always, or only as far as the
+retrieved trajectories contrast the tool), 9. top-k, 10. softmax temperature, 11. similarity
+threshold below which a past trajectory is not used, 12. recency half-life.
 
 The objective is ``steer.function_acc + steer.call_acc + rag+steer.call_acc`` on the dev set.
 Test records are never read: they are dropped before anything else happens (checked).
@@ -170,6 +171,9 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
             for c in (2.0, 4.0, 6.0)
         ]
 
+    def tool_steering(_: SteeringConfig) -> list[dict[str, Any]]:
+        return [{"tool_steering": t} for t in ("always", "contrasted")]
+
     def steer_prompt(_: SteeringConfig) -> list[dict[str, Any]]:
         return [{"steer_prompt": b} for b in (True, False)]
 
@@ -193,6 +197,7 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
         ("coefficient_refine", refine),
         ("gate", gate),
         ("decisions", decisions),
+        ("tool_steering", tool_steering),
         ("k", top_k),
         ("temperature", temperature),
         ("min_similarity", min_similarity),

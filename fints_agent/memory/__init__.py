@@ -120,6 +120,8 @@ class Retrieval:
             ``"no_matching_tools"``.
         fallback: Whether ``vector`` is the fallback vector.
         examples: ``(messages, call)`` per retrieved trajectory, for prompting.
+        tool_contrasts: Per trajectory, whether its rejected calls name another tool (``None``:
+            unknown, from a store written before this was kept).
     """
 
     user_id: str
@@ -133,6 +135,7 @@ class Retrieval:
     reason: str = "steered"
     fallback: bool = False
     examples: list[tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
+    tool_contrasts: list[bool | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.examples:
@@ -145,6 +148,19 @@ class Retrieval:
     def steered(self) -> bool:
         """Whether a vector (retrieved or fallback) is returned."""
         return self.vector is not None
+
+    @property
+    def tool_share(self) -> float:
+        """The share of the mixing weight from trajectories that contrast the choice of tool.
+
+        1.0 for a fallback vector, without trajectories, or where it is unknown (a trajectory
+        of unknown contrast counts as contrasting the tool, the behaviour before it was kept).
+        """
+        if self.fallback or not self.weights:
+            return 1.0
+        flags = list(self.tool_contrasts) + [None] * (len(self.weights) - len(self.tool_contrasts))
+        share = sum(w for w, f in zip(self.weights, flags, strict=False) if f is not False)
+        return float(min(1.0, max(0.0, share)))
 
     def explain(self) -> dict[str, Any]:
         """JSON-ready account of the decision (no vector values)."""
@@ -515,6 +531,7 @@ class Memory(Recording):
             calls=[c.chosen for c in picked],
             ages=[float(ages[i]) for i in keep],
             reason="steered",
+            tool_contrasts=[c.contrasts_tool for c in picked],
         )
 
     def population_mean(self, *, max_trajectories: int = 2000) -> SteeringVector | None:

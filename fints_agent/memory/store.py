@@ -88,6 +88,7 @@ __all__ = [
     "TrajectoryRecord",
     "TrajectoryStore",
     "UnknownTrajectoryError",
+    "contrasts_tool",
     "open_client",
 ]
 
@@ -215,6 +216,9 @@ class TrajectoryRecord:
         tools: The tools offered (OpenAI function-tool dicts).
         negatives: Where the rejected calls came from (``"given"`` or the sources used).
         choices: The chosen call's enum and boolean argument values.
+        contrasts_tool: Whether a rejected call names another tool than the chosen one (its
+            vector then also contrasts the choice of tool). ``None`` when unknown (a store
+            written before this was kept).
         supersedes: Id of the trajectory this one replaced, if any.
         superseded_by: Id of the trajectory that replaced this one, if any.
         similarity: Cosine similarity to the query (query results only).
@@ -233,6 +237,7 @@ class TrajectoryRecord:
     tools: list[dict[str, Any]] = field(default_factory=list)
     negatives: str = "given"
     choices: dict[str, Any] = field(default_factory=dict)
+    contrasts_tool: bool | None = None
     supersedes: str | None = None
     superseded_by: str | None = None
     similarity: float | None = None
@@ -311,6 +316,24 @@ def open_client(location: str | Path) -> Any:
         return chromadb.PersistentClient(path=str(path), settings=settings)
     except Exception as exc:
         raise StoreError(f"cannot open the store at {path}: {exc}") from exc
+
+
+def contrasts_tool(chosen: Mapping[str, Any], rejected: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a rejected call names another tool than the chosen call.
+
+    A trajectory whose rejected calls all use the chosen tool contrasts only argument values:
+    its vector says nothing about which tool to call.
+
+    Example:
+        >>> contrasts_tool({"name": "a"}, [{"name": "a"}, {"name": "b"}])
+        True
+    """
+    name = chosen.get("name")
+    return any(r.get("name") != name for r in rejected)
+
+
+def _optional_bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
 
 
 def _user_key(user_id: str) -> str:
@@ -653,6 +676,7 @@ class TrajectoryStore:
             "seq": int(r.seq),
             "chosen": json.dumps(r.chosen, ensure_ascii=False),
             "tool": str(r.chosen.get("name", "")),
+            "contrasts_tool": contrasts_tool(r.chosen, r.rejected),
             "negatives": r.negatives,
             "superseded": bool(r.superseded_by),
             "superseded_by": r.superseded_by or "",
@@ -716,6 +740,7 @@ class TrajectoryStore:
                     created_at=float(meta.get("created_at", 0.0)),
                     seq=int(meta.get("seq", -1)),
                     negatives=str(meta.get("negatives", "given")),
+                    contrasts_tool=_optional_bool(meta.get("contrasts_tool")),
                     supersedes=meta.get("supersedes") or None,
                     superseded_by=meta.get("superseded_by") or None,
                     embedding=emb,
