@@ -317,6 +317,20 @@ def test_retrieval_knows_which_trajectories_contrast_the_tool(store_location: st
     assert r.tool_share == pytest.approx(r.weights[r.trajectory_ids.index(b)])
     assert 0.0 < r.tool_share < 1.0
 
+    # A store written before the flag was kept: unknown until filled from the rejected calls.
+    t = memory.store._trajectories("alice")
+    t.update(
+        ids=[a, b],
+        metadatas=[{**m, "contrasts_tool": None} for m in t.get(ids=[a, b])["metadatas"]],
+    )
+    assert [r.contrasts_tool for r in memory.store.get("alice")] == [None, None]
+    assert memory.retrieve("alice", msg).tool_share == 1.0
+    assert memory.store.fill_tool_contrasts("alice") == 2
+    assert memory.store.fill_tool_contrasts("alice") == 0
+    assert memory.store.fill_tool_contrasts("nobody") == 0
+    assert {r.id: r.contrasts_tool for r in memory.store.get("alice")} == {a: False, b: True}
+    assert memory.retrieve("alice", msg).tool_share == pytest.approx(r.tool_share)
+
     only_args = make_memory(store_location, k=3)
     only_args.record_vector(
         "bob", msg, WEATHER_TOOLS, chosen, _random_vector(memory, 2), units_only

@@ -312,7 +312,8 @@ def history_memory(
     Without ``store``, a fresh temporary memory is ingested and removed afterwards. With a
     ``store`` directory, an empty store is ingested and kept, so that a later run on the same
     records reuses it (recording vectors is the slow part of a run); a store that already holds
-    exactly these users' history counts is reused as it is.
+    exactly these users' history counts is reused (flags an older version did not keep are
+    filled in, see :meth:`~fints_agent.memory.TrajectoryStore.fill_tool_contrasts`).
 
     Args:
         lm: The model.
@@ -353,6 +354,9 @@ def history_memory(
             f"{len(present)} users) than the {len(history)} history records of "
             f"{len(expected)} users of this run: use an empty or matching directory"
         )
+    else:
+        for user in present:  # a store kept by an older version lacks this flag
+            memory.store.fill_tool_contrasts(user)
     yield memory, seconds
 
 

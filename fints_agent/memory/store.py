@@ -697,6 +697,29 @@ class TrajectoryStore:
             "payload": json.dumps(payload, ensure_ascii=False),
         }
 
+    def fill_tool_contrasts(self, user_id: str) -> int:
+        """Set :attr:`TrajectoryRecord.contrasts_tool` where an older store lacks it.
+
+        It is worked out from the stored rejected calls. Until then such trajectories count as
+        contrasting the tool (full tool-name steering). Returns how many were filled.
+        """
+        missing = [r for r in self.get(user_id, with_payload=True) if r.contrasts_tool is None]
+        if not missing:
+            return 0
+        t = self._trajectories(user_id)
+        with self._user_lock(user_id), self._retry_stale(self._name("t", user_id)):
+            got = t.get(ids=[r.id for r in missing], include=["metadatas"])
+            by_id = {r.id: r for r in missing}
+            metas = []
+            for tid, meta in zip(got["ids"], got["metadatas"], strict=True):
+                r = by_id[tid]
+                metas.append(
+                    {**dict(meta or {}), "contrasts_tool": contrasts_tool(r.chosen, r.rejected)}
+                )
+            if got["ids"]:
+                t.update(ids=list(got["ids"]), metadatas=metas)
+        return len(got["ids"])
+
     def mark_superseded(self, user_id: str, old_id: str, new_id: str) -> bool:
         """Mark ``old_id`` superseded by ``new_id`` (it is no longer retrieved).
 
