@@ -65,90 +65,61 @@ TOOLS = [
 
 Call = dict[str, Any]
 
+_TRIPS = [
+    ("library", "stadium", "How do I get from the library to the stadium?"),
+    ("hotel", "museum", "I need to get from my hotel to the museum."),
+    ("office", "train station", "Get me from the office to the train station."),
+    ("harbour", "old town", "What's the best way from the harbour to the old town?"),
+    ("university", "concert hall", "I have to go from the university to the concert hall."),
+]
+_CITIES = [
+    ("Berlin", "What's the weather like in Berlin?"),
+    ("Rome", "Will it be warm in Rome this weekend?"),
+    ("Madrid", "How hot is it in Madrid today?"),
+    ("Dublin", "Do I need a jacket in Dublin tomorrow?"),
+]
+_SHOPPING = [
+    ("running shoes", "shoes", "I'm looking for running shoes."),
+    ("coffee grinder", "kitchen", "Find me a good coffee grinder."),
+    ("desk lamp", "home", "I need a new desk lamp."),
+    ("hiking backpack", "outdoor", "Show me hiking backpacks."),
+]
+
+
+def _history(transit: bool, units: str, search: bool) -> list[tuple[str, Call]]:
+    trips: list[tuple[str, Call]] = [
+        (
+            request,
+            {"name": "get_transit_directions", "arguments": {"origin": a, "destination": b}}
+            if transit
+            else {
+                "name": "book_ride",
+                "arguments": {"pickup": a, "dropoff": b, "ride_type": "standard"},
+            },
+        )
+        for a, b, request in _TRIPS
+    ]
+    weather: list[tuple[str, Call]] = [
+        (request, {"name": "get_weather", "arguments": {"city": city, "units": units}})
+        for city, request in _CITIES
+    ]
+    shopping: list[tuple[str, Call]] = [
+        (
+            request,
+            {"name": "search_product_by_query", "arguments": {"query": query}}
+            if search
+            else {"name": "get_recommendations_by_history", "arguments": {"category": category}},
+        )
+        for query, category, request in _SHOPPING
+    ]
+    return trips + weather + shopping
+
+
 HISTORIES: dict[str, list[tuple[str, Call]]] = {
-    "alice": [
-        (
-            "How do I get from the library to the stadium?",
-            {
-                "name": "get_transit_directions",
-                "arguments": {"origin": "library", "destination": "stadium"},
-            },
-        ),
-        (
-            "I need to get from my hotel to the museum.",
-            {
-                "name": "get_transit_directions",
-                "arguments": {"origin": "hotel", "destination": "museum"},
-            },
-        ),
-        (
-            "Get me from the office to the train station.",
-            {
-                "name": "get_transit_directions",
-                "arguments": {"origin": "office", "destination": "train station"},
-            },
-        ),
-        (
-            "What's the weather like in Berlin?",
-            {"name": "get_weather", "arguments": {"city": "Berlin", "units": "celsius"}},
-        ),
-        (
-            "Will it be warm in Rome this weekend?",
-            {"name": "get_weather", "arguments": {"city": "Rome", "units": "celsius"}},
-        ),
-        (
-            "I'm looking for running shoes.",
-            {"name": "search_product_by_query", "arguments": {"query": "running shoes"}},
-        ),
-        (
-            "Find me a good coffee grinder.",
-            {"name": "search_product_by_query", "arguments": {"query": "coffee grinder"}},
-        ),
-    ],
-    "bob": [
-        (
-            "How do I get from the library to the stadium?",
-            {
-                "name": "book_ride",
-                "arguments": {"pickup": "library", "dropoff": "stadium", "ride_type": "standard"},
-            },
-        ),
-        (
-            "I need to get from my hotel to the museum.",
-            {
-                "name": "book_ride",
-                "arguments": {"pickup": "hotel", "dropoff": "museum", "ride_type": "standard"},
-            },
-        ),
-        (
-            "Get me from the office to the train station.",
-            {
-                "name": "book_ride",
-                "arguments": {
-                    "pickup": "office",
-                    "dropoff": "train station",
-                    "ride_type": "standard",
-                },
-            },
-        ),
-        (
-            "What's the weather like in Berlin?",
-            {"name": "get_weather", "arguments": {"city": "Berlin", "units": "fahrenheit"}},
-        ),
-        (
-            "Will it be warm in Rome this weekend?",
-            {"name": "get_weather", "arguments": {"city": "Rome", "units": "fahrenheit"}},
-        ),
-        (
-            "I'm looking for running shoes.",
-            {"name": "get_recommendations_by_history", "arguments": {"category": "shoes"}},
-        ),
-        (
-            "Find me a good coffee grinder.",
-            {"name": "get_recommendations_by_history", "arguments": {"category": "kitchen"}},
-        ),
-    ],
+    "alice": _history(transit=True, units="celsius", search=True),
+    "bob": _history(transit=False, units="fahrenheit", search=False),
 }
+"""Each user's past requests and the calls that served them: the same requests, other calls."""
 
 REQUESTS = [
     "Get me from the airport to the city center.",
@@ -160,7 +131,9 @@ REQUESTS = [
 def _demo_steering() -> SteeringConfig:
     from fints_agent.config import SteeringConfig
 
-    return SteeringConfig(coefficient=2.0, steer_prompt=False, gate="choices")
+    # Top-3: the demo's histories hold 4-5 past requests per domain, so the examples shown and
+    # mixed for a request come from its own domain.
+    return SteeringConfig(coefficient=2.0, steer_prompt=False, gate="choices", k=3)
 
 
 def _first_call(messages: list[Any]) -> tuple[AIMessage | None, dict[str, Any]]:
@@ -194,8 +167,9 @@ def run_demo(
         store: Memory directory (default: a temporary directory, removed afterwards).
         fresh: Start from an empty memory.
         verbose: Print the side-by-side table.
-        steering: The steering configuration (default: coefficient 2 on every non-free-text
-            token of a call; see the README for what the demo shows on the default model).
+        steering: The steering configuration (default: the top-3 past calls, coefficient 2 on
+            every non-free-text token of a call; see the README for what the demo shows on the
+            default model).
         personalization: How the history is used.
     """
     from langchain.agents import create_agent
