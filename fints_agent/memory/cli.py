@@ -10,6 +10,7 @@ Examples:
     fints-agent memory forget alice --yes
     fints-agent memory delete alice 3f2c9a...
     fints-agent memory recover --store ./memory
+    fints-agent memory upgrade --store ./memory   # a store written by an older version
 
 ``--store`` defaults to ``$FINTS_MEMORY_STORE``, else ``memory`` under the user cache directory
 (the chat model's default). The same functions run standalone:
@@ -142,6 +143,18 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    store = _open(args)
+    users = [args.user] if args.user is not None else store.users()
+    filled = sum(store.fill_tool_contrasts(u) for u in users)
+    _print(
+        args,
+        {"users": len(users), "filled": filled},
+        f"{len(users)} users; tool-contrast flags filled on {filled} trajectories",
+    )
+    return 0
+
+
 def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         from fints_agent.memory.store import StoreError
@@ -157,7 +170,7 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
 
 def add_memory_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``memory {stats,list,forget,delete,export,import,recover}`` on ``subparsers``.
+    """Register ``memory {stats,list,forget,delete,export,import,recover,upgrade}``.
 
     Each command sets ``func``: call ``args.func(args)``, which returns an exit code.
 
@@ -225,6 +238,12 @@ def add_memory_commands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=0.0, help="skip operations younger than this")
     p.add_argument("--full", action="store_true", help="also cross-check every user")
     p.set_defaults(func=_guard(_cmd_recover))
+
+    p = sub.add_parser(
+        "upgrade", parents=[common], help="fill in what a store of an older version lacks"
+    )
+    p.add_argument("--user", default=None, help="only this user (default: every user)")
+    p.set_defaults(func=_guard(_cmd_upgrade))
     return memory
 
 
