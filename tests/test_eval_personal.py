@@ -487,14 +487,51 @@ def test_tuning_never_reads_test_records(
 def test_tuning_split_holds_out_latest_history(records: list[PersonalRecord]) -> None:
     ingest, dev = tuning_split(records, 2)
     assert all(r.split == "history" for r in ingest + dev)
+
+    def tools(r: PersonalRecord) -> tuple[str, ...]:
+        return tuple(sorted(t.function.name for t in r.tools))
+
     for user in group_by_user(records):
-        mine = [r.turn for r in dev if r.user_id == user]
-        kept = [r.turn for r in ingest if r.user_id == user]
-        assert len(kept) >= 2 and (not mine or min(mine) > max(kept))
+        mine = [r for r in dev if r.user_id == user]
+        kept = [r for r in ingest if r.user_id == user]
+        assert len(kept) >= 2
+        for r in mine:  # later than what is ingested of its kind, which is never nothing
+            same = [k.turn for k in kept if tools(k) == tools(r)]
+            assert same and r.turn > max(same)
+    assert dev, "the fixture has users to hold out"
     # u01 has only 2 history records: nothing held out.
     assert not [r for r in dev if r.user_id == "u01"]
     assert pick_users(records, 2) == ["u03", "u02"]
     assert layer_bands(30)["middle"] == list(range(10, 20)) and layer_bands(30)["all"] is None
+
+
+def test_tuning_split_keeps_every_dev_turns_kind_in_the_memory() -> None:
+    """A user's only turn of a kind stays ingested; an earlier turn is held out instead."""
+
+    def rec(turn: int, tool: str) -> PersonalRecord:
+        return PersonalRecord.model_validate(
+            {
+                "user_id": "u",
+                "turn": turn,
+                "split": "history",
+                "messages": [{"role": "user", "content": f"request {turn}"}],
+                "tools": [
+                    {
+                        "type": "function",
+                        "function": {"name": tool, "parameters": {"type": "object"}},
+                    }
+                ],
+                "chosen": {"name": tool, "arguments": {}},
+                "rejected": [],
+                "graded_args": [],
+            }
+        )
+
+    rows = [rec(0, "a"), rec(1, "a"), rec(2, "a"), rec(3, "b"), rec(4, "a"), rec(5, "c")]
+    ingest, dev = tuning_split(rows, 2)
+    assert [r.turn for r in dev] == [2, 4]  # 5 (only "c") and 3 (only "b") stay ingested
+    assert [r.turn for r in ingest] == [0, 1, 3, 5]
+    assert tuning_split(rows, 9)[1] == [rows[1], rows[2], rows[4]]  # one "a" and two more kept
 
 
 def test_tune_budget_stops_the_search(records: list[PersonalRecord], tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Tune the steering configuration of a model on the HISTORY split only.
 
-Per user, the latest ``dev_per_user`` history records are held out as a dev set and the earlier
-ones are recorded into a fresh memory (vectors of every layer and both sites, so that any
+Per user, the latest ``dev_per_user`` history records are held out as a dev set (only while a
+record with the same offered tools stays in the memory) and the others are recorded into a fresh
+memory (vectors of every layer and both sites, so that any
 configuration can select from them). A coordinate search then evaluates ``steer`` and
 ``rag+steer`` on the dev set for one setting at a time, keeping the best so far:
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,14 +61,22 @@ TUNED_METHODS: tuple[str, ...] = ("steer", "rag+steer")
 """Methods evaluated for every candidate configuration."""
 
 
+def _tool_set(record: PersonalRecord) -> tuple[str, ...]:
+    return tuple(sorted(t.function.name for t in record.tools))
+
+
 def tuning_split(
     records: Sequence[PersonalRecord], dev_per_user: int = 2, users: Sequence[str] | None = None
 ) -> tuple[list[PersonalRecord], list[PersonalRecord]]:
     """Splits HISTORY records into (ingest, dev): each user's latest records are the dev set.
 
-    Test records are dropped first and never looked at again. A user keeps at least two
-    history records to ingest; users with fewer than ``dev_per_user + 2`` history records
-    contribute fewer dev records.
+    Test records are dropped first and never looked at again. A record is held out only while
+    another record of the user with the same offered tools stays to be ingested: a dev turn
+    whose kind of request the memory has never seen tests nothing the configuration can change
+    (a sparse user's only weather turn would get no vector). A user keeps at least two history
+    records to ingest; users with fewer than ``dev_per_user + 2`` history records contribute
+    fewer dev records. Per set of offered tools, the dev records are later than the ingested
+    ones.
 
     Args:
         records: Records of any split.
@@ -88,10 +97,16 @@ def tuning_split(
     dev: list[PersonalRecord] = []
     for user in sorted(per_user):
         rows = sorted(per_user[user], key=lambda r: r.turn)
-        n_dev = max(0, min(dev_per_user, len(rows) - 2))
-        cut = len(rows) - n_dev
-        ingest.extend(rows[:cut])
-        dev.extend(rows[cut:])
+        left = Counter(_tool_set(r) for r in rows)
+        held: set[int] = set()
+        for i in range(len(rows) - 1, -1, -1):
+            if len(held) >= dev_per_user or len(rows) - len(held) <= 2:
+                break
+            if left[_tool_set(rows[i])] >= 2:
+                held.add(i)
+                left[_tool_set(rows[i])] -= 1
+        ingest.extend(r for i, r in enumerate(rows) if i not in held)
+        dev.extend(r for i, r in enumerate(rows) if i in held)
     return ingest, dev
 
 
