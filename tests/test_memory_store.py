@@ -316,6 +316,9 @@ def test_retrieval_knows_which_trajectories_contrast_the_tool(store_location: st
     assert dict(zip(r.trajectory_ids, r.tool_contrasts, strict=True)) == {a: False, b: True}
     assert r.tool_share == pytest.approx(r.weights[r.trajectory_ids.index(b)])
     assert 0.0 < r.tool_share < 1.0
+    explained = r.explain()
+    assert explained["tool_share"] == pytest.approx(r.tool_share)
+    assert {t["id"]: t["contrasts_tool"] for t in explained["trajectories"]} == {a: False, b: True}
 
     # A store written before the flag was kept: unknown until filled from the rejected calls.
     t = memory.store._trajectories("alice")

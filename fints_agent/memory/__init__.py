@@ -158,9 +158,13 @@ class Retrieval:
         """
         if self.fallback or not self.weights:
             return 1.0
-        flags = list(self.tool_contrasts) + [None] * (len(self.weights) - len(self.tool_contrasts))
-        share = sum(w for w, f in zip(self.weights, flags, strict=False) if f is not False)
+        flags = self._contrast_flags(len(self.weights))
+        share = sum(w for w, f in zip(self.weights, flags, strict=True) if f is not False)
         return float(min(1.0, max(0.0, share)))
+
+    def _contrast_flags(self, n: int) -> list[bool | None]:
+        """:attr:`tool_contrasts` padded or cut to ``n`` (``None`` where not given)."""
+        return (list(self.tool_contrasts) + [None] * n)[:n]
 
     def explain(self) -> dict[str, Any]:
         """JSON-ready account of the decision (no vector values)."""
@@ -169,14 +173,23 @@ class Retrieval:
             "steered": self.steered,
             "reason": self.reason,
             "fallback": self.fallback,
+            "tool_share": round(self.tool_share, 6),
             "trajectories": [
-                {"id": i, "weight": round(w, 6), "similarity": round(s, 6), "request": r, "call": c}
-                for i, w, s, r, c in zip(
+                {
+                    "id": i,
+                    "weight": round(w, 6),
+                    "similarity": round(s, 6),
+                    "request": r,
+                    "call": c,
+                    "contrasts_tool": f,
+                }
+                for i, w, s, r, c, f in zip(
                     self.trajectory_ids,
                     self.weights,
                     self.similarities,
                     self.requests,
                     self.calls,
+                    self._contrast_flags(len(self.trajectory_ids)),
                     strict=True,
                 )
             ],
