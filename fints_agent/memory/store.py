@@ -703,9 +703,10 @@ class TrajectoryStore:
         It is worked out from the stored rejected calls. Until then such trajectories count as
         contrasting the tool (full tool-name steering). Returns how many were filled.
         """
-        missing = [r for r in self.get(user_id, with_payload=True) if r.contrasts_tool is None]
-        if not missing:
-            return 0
+        unknown = [r.id for r in self.get(user_id) if r.contrasts_tool is None]
+        if not unknown:
+            return 0  # the usual case: metadata only, no payload read
+        missing = self.get(user_id, unknown, with_payload=True)
         t = self._trajectories(user_id)
         with self._user_lock(user_id), self._retry_stale(self._name("t", user_id)):
             got = t.get(ids=[r.id for r in missing], include=["metadatas"])
