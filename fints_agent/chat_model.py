@@ -126,6 +126,11 @@ class FintsChatModel(BaseChatModel):
     to call a tool on their own; agents built on them usually want this on."""
     parallel_tool_calls: bool = False
     """Allow several calls in one answer (or per call: ``parallel_tool_calls=True``)."""
+    copy_strings: bool = False
+    """Write free string arguments (no enum, pattern, format or length bound) only as spans of
+    the latest user message (or per call: ``copy_strings=True``). Small models often put a
+    placeholder where a query, place or name from the request belongs; leave it off for tools
+    whose strings the model must compose (:mod:`fints_agent.calls.spans`)."""
 
     _memory_obj: Any = PrivateAttr(default=None)
 
@@ -265,6 +270,7 @@ class FintsChatModel(BaseChatModel):
             seed=kwargs.get("seed", self.seed),
             stop=stop or self.stop,
             parallel=bool(kwargs.get("parallel_tool_calls", self.parallel_tool_calls)),
+            copy_strings=bool(kwargs.get("copy_strings", self.copy_strings)),
         )
         return self._engine(kwargs.get("model"), user_id), req
 

@@ -35,7 +35,9 @@ from fints_agent.calls import (
     in_free_text_value,
     parse_calls,
     render_call,
+    request_text,
     resolve_tool_choice,
+    restrict_to_request,
 )
 from fints_agent.config import SteeringConfig
 from fints_agent.decoding import DecodeStats, decode, stop_token_ids
@@ -110,6 +112,8 @@ class TurnRequest:
         parallel: Allow several calls in one answer (parallel calls).
         no_repeat_ngram: Inside free text (plain answers and free-text string values of a
             call), never repeat an n-gram of this size (0: off).
+        copy_strings: Restrict free string arguments to spans of the latest user message
+            (:mod:`fints_agent.calls.spans`); the grammar only, calls validate as usual.
     """
 
     messages: list[dict[str, Any]]
@@ -124,6 +128,7 @@ class TurnRequest:
     stop: list[str] | None = None
     parallel: bool = False
     no_repeat_ngram: int = 4
+    copy_strings: bool = False
 
 
 @dataclass
@@ -262,7 +267,10 @@ class TurnEngine:
             grammar: CallGrammar | None = CallGrammar.for_json_schema(compiler, req.json_schema)
             return ConstrainedDecoder(grammar, 1) if grammar else None, []
         mode, allowed = resolve_tool_choice(req.tool_choice, req.tools)
-        grammar = CallGrammar.build(compiler, allowed, mode, parallel=req.parallel)
+        specs = allowed
+        if req.copy_strings and mode != "none":
+            specs = restrict_to_request(allowed, request_text(req.messages))
+        grammar = CallGrammar.build(compiler, specs, mode, parallel=req.parallel)
         return (ConstrainedDecoder(grammar, 1) if grammar else None), allowed
 
     # -- a whole turn ------------------------------------------------------------------------

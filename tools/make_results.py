@@ -194,6 +194,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs", help="where to write")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (auto)")
     parser.add_argument(
+        "--copy-strings",
+        action="store_true",
+        help="personalized benchmark: free string arguments only as spans of the request",
+    )
+    parser.add_argument(
         "--store",
         default=None,
         help="keep the recorded history in this directory and reuse it on the next run",
@@ -259,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
                 config=config,
                 limit=args.limit,
                 batch_size=args.batch_size,
+                copy_strings=args.copy_strings,
                 memory=memory,
             )
             run.summary["label"] = method
@@ -281,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 method,
                 config=recency_cfg,
                 batch_size=args.batch_size,
+                copy_strings=args.copy_strings,
                 memory=memory,
             )
             run.summary["label"] = label
@@ -408,7 +415,9 @@ def _render(
         "",
         "Produced by `python tools/make_results.py"
         + (f" --limit {args.limit}" if args.limit else "")
-        + f" --bfcl-limit {args.bfcl_limit} --batch-size {args.batch_size}`"
+        + f" --bfcl-limit {args.bfcl_limit} --batch-size {args.batch_size}"
+        + (" --copy-strings" if args.copy_strings else "")
+        + "`"
         + f" in {total_s / 60:.0f} minutes. Latencies are per turn, measured as the wall time "
         f"of a padded batch of {args.batch_size} turns divided by its rows, on a shared machine: "
         "compare them with each other, not with other machines.",
@@ -430,7 +439,13 @@ def _render(
         f"({ingest_s / 60:.0f} minutes for all users), then every method answers the same test "
         'turns with `tool_choice="any"`. `knn` copies the call of the user\'s most similar past '
         "request whose tool is offered (no model). Accuracy: `function` = right tool, `arg` = "
-        "every graded argument right, `call` = both.",
+        "every graded argument right, `call` = both."
+        + (
+            " Every model method writes free string arguments only as spans of the request "
+            "(`--copy-strings`, grammar-enforced); BFCL below does not."
+            if args.copy_strings
+            else ""
+        ),
         "",
         *_personal_table(main_runs),
         "",

@@ -6,6 +6,8 @@
   :func:`render_tools_prompt`) and :class:`CallTracker` (what the next token belongs to).
 - :mod:`fints_agent.calls.constrain`: xgrammar grammars (:class:`CallGrammar`) and the
   per-step masking of a decode loop (:class:`ConstrainedDecoder`).
+- :mod:`fints_agent.calls.spans`: request-span copying (:func:`restrict_to_request`), free
+  string arguments restricted to spans of the latest user message.
 """
 
 from fints_agent.calls.constrain import (
@@ -41,6 +43,7 @@ from fints_agent.calls.schema import (
     to_tool_specs,
     validate_arguments,
 )
+from fints_agent.calls.spans import request_span_pattern, request_text, restrict_to_request
 
 __all__ = [
     "CALL_CLOSE",
@@ -67,7 +70,10 @@ __all__ = [
     "render_call",
     "render_calls",
     "render_tools_prompt",
+    "request_span_pattern",
+    "request_text",
     "resolve_tool_choice",
+    "restrict_to_request",
     "to_tool_specs",
     "validate_arguments",
 ]

@@ -117,6 +117,7 @@ def _cmd_personal(args: argparse.Namespace) -> int:
         online=args.online,
         limit=args.limit,
         batch_size=args.batch_size,
+        copy_strings=args.copy_strings,
         embedder=args.embedder,
         progress=not args.quiet,
     )
@@ -250,6 +251,11 @@ def add_eval_commands(subparsers: Any) -> None:
     )
     personal.add_argument(
         "--embedder", default="minilm", choices=("minilm", "lm"), help="retrieval embedder"
+    )
+    personal.add_argument(
+        "--copy-strings",
+        action="store_true",
+        help="free string arguments only as spans of the request (every model method)",
     )
     _common(personal)
     personal.set_defaults(func=_cmd_personal)

@@ -426,7 +426,9 @@ def _predicted(result: TurnResult) -> dict[str, Any] | None:
     return None
 
 
-def _request(record: PersonalRecord, personalization: str, max_new_tokens: int) -> TurnRequest:
+def _request(
+    record: PersonalRecord, personalization: str, max_new_tokens: int, copy_strings: bool = False
+) -> TurnRequest:
     from fints_agent.calls import to_tool_specs
     from fints_agent.engine import TurnRequest
 
@@ -437,6 +439,7 @@ def _request(record: PersonalRecord, personalization: str, max_new_tokens: int) 
         user_id=record.user_id,
         personalization=personalization,  # type: ignore[arg-type]
         max_new_tokens=max_new_tokens,
+        copy_strings=copy_strings,
     )
 
 
@@ -479,6 +482,7 @@ def answer_turns(
     memory: Memory | None = None,
     batch_size: int = 8,
     max_new_tokens: int = 128,
+    copy_strings: bool = False,
     on_batch: Any = None,
 ) -> list[TurnOutcome]:
     """Answers independent turns in padded batches (similar prompt lengths together).
@@ -490,6 +494,8 @@ def answer_turns(
         memory: The memory (``knn``).
         batch_size: Rows per batch.
         max_new_tokens: Token budget of a call.
+        copy_strings: Restrict free string arguments to spans of the request
+            (:mod:`fints_agent.calls.spans`).
         on_batch: Called with the number of rows after each batch (progress).
 
     Returns:
@@ -519,7 +525,9 @@ def answer_turns(
     size = max(1, batch_size)
     for start in range(0, len(order), size):
         chunk = order[start : start + size]
-        requests = [_request(records[i], personalization, max_new_tokens) for i in chunk]
+        requests = [
+            _request(records[i], personalization, max_new_tokens, copy_strings) for i in chunk
+        ]
         began = time.perf_counter()
         results = engine.complete_batch(requests)
         per_turn = (time.perf_counter() - began) / len(chunk)
@@ -692,6 +700,7 @@ def run_personal(
     limit: int | None = None,
     batch_size: int = 8,
     max_new_tokens: int = 128,
+    copy_strings: bool = False,
     memory: Memory | None = None,
     embedder: str | Embedder = "minilm",
     progress: bool = True,
@@ -710,6 +719,8 @@ def run_personal(
         limit: Answer at most this many test turns (spread over users).
         batch_size: Turns per padded batch.
         max_new_tokens: Token budget of a call.
+        copy_strings: Restrict free string arguments to spans of the request
+            (:mod:`fints_agent.calls.spans`).
         memory: A memory that already holds exactly these records' history (it is not
             ingested again; with ``online`` it receives the feedback). Default: a fresh
             temporary memory, ingested here, removed afterwards.
@@ -754,6 +765,7 @@ def run_personal(
             max_new_tokens,
             progress,
             engine_factory,
+            copy_strings=copy_strings,
         )
         run.summary["ingest_seconds"] = round(ingest_s, 1)
         return run
@@ -784,6 +796,8 @@ def _answer_all(
     max_new_tokens: int,
     progress: bool,
     engine_factory: Callable[..., Any] | None,
+    *,
+    copy_strings: bool = False,
 ) -> PersonalRun:
     from tqdm.auto import tqdm
 
@@ -820,6 +834,7 @@ def _answer_all(
                     memory=memory,
                     batch_size=batch_size,
                     max_new_tokens=max_new_tokens,
+                    copy_strings=copy_strings,
                     on_batch=bar.update,
                 )
             )
@@ -843,6 +858,7 @@ def _answer_all(
             "latency_basis": LATENCY_BASIS if method != "knn" else "retrieval time per turn",
             "batch_size": batch_size if method != "knn" else 1,
             "online": online,
+            "copy_strings": copy_strings if method != "knn" else None,
             "k": config.k if config is not None else 1,
             "eval_seconds": round(elapsed, 1),
             "turns_per_second": round(total / elapsed, 3) if elapsed > 0 else None,
