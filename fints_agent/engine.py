@@ -294,7 +294,7 @@ class TurnEngine:
         if vector is not None:
             info["tool_scale"] = round(tool_scale, 4)
         tracked = cfg.gate != "all" or tool_scale < 1.0
-        gate_specs = allowed if vector is not None and tracked else []
+        gated = vector is not None and tracked
         reserve = self._closing_reserve(req, allowed) if constraint is not None else 0
         return PreparedTurn(
             req,
@@ -303,7 +303,7 @@ class TurnEngine:
             allowed,
             vector,
             info,
-            gate_specs,
+            gated,
             reserve,
             cfg.gate,
             tool_scale,
@@ -390,13 +390,13 @@ class TurnEngine:
         return restrict
 
     def _gate(self, turns: Sequence[PreparedTurn], trackers: _RowTrackers) -> Any:
-        if not any(t.gate_specs for t in turns):
+        if not any(t.gated for t in turns):
             return None
 
         def gate(texts: list[str]) -> torch.Tensor:
             return torch.tensor(
                 [
-                    _gate_value(t, trackers.at(i, text) if t.gate_specs else None)
+                    _gate_value(t, trackers.at(i, text) if t.gated else None)
                     for i, (t, text) in enumerate(zip(turns, texts, strict=True))
                 ]
             )
@@ -517,7 +517,8 @@ class PreparedTurn:
     allowed: list[ToolSpec]
     vector: SteeringVector | None
     info: dict[str, Any]
-    gate_specs: list[ToolSpec]
+    gated: bool
+    """Whether the row's call tracker (over ``allowed``) gates its steering."""
     closing_reserve: int = 0
     """Tokens before the end of the budget at which an open call is brought to an end."""
     gate: str = "all"
@@ -578,7 +579,7 @@ def _gate_value(turn: PreparedTurn, tracker: CallTracker | None) -> float:
 
     0.0 or 1.0 by :attr:`SteeringConfig.gate`; at the tool name, times the turn's
     ``tool_scale`` (:attr:`SteeringConfig.tool_steering`). ``tracker`` follows the row's text
-    over the turn's ``gate_specs`` (None without them).
+    over the turn's offered tools (None when the turn is not ``gated``).
     """
     if tracker is None:
         return 1.0

@@ -409,7 +409,7 @@ def test_steering_gate_modes(mode: str) -> None:
 
     specs = to_tool_specs(WEATHER_TOOLS[:1])
     text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
-    turn = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, specs, 0, mode)
+    turn = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, True, 0, mode)
 
     def fresh(prefix: str) -> CallTracker:
         tracker = CallTracker(specs)
@@ -430,7 +430,7 @@ def test_steering_gate_modes(mode: str) -> None:
     else:
         assert "Oslo" not in steered and "get_weather" in steered and "celsius" in steered
         assert "<tool_call>" in steered
-    ungated = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, [], 0, mode)
+    ungated = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, False, 0, mode)
     no_specs = _RowTrackers([[]])
     assert all(_gate_value(ungated, no_specs.at(0, text[:i])) == 1.0 for i in range(len(text)))
 
@@ -448,7 +448,7 @@ def test_tool_scale_steers_the_tool_name_only_so_much(mode: str) -> None:
 
     def gates(scale: float) -> list[float]:
         turn = PreparedTurn(
-            TurnRequest(messages=[]), "", None, specs, None, {}, specs, 0, mode, scale
+            TurnRequest(messages=[]), "", None, specs, None, {}, True, 0, mode, scale
         )
         rows = _RowTrackers([specs])
         return [_gate_value(turn, rows.at(0, text[:i])) for i in range(len(text))]
@@ -496,7 +496,7 @@ def test_contrasted_tool_steering_follows_the_retrieved_trajectories(tmp_path: P
         ben = engine.prepare(TurnRequest(msg, specs, tool_choice="any", user_id="ben"))
         assert (ann.tool_scale, ben.tool_scale) == (0.0, 1.0)
         assert ann.info["tool_scale"] == 0.0 and ann.vector is not None
-        assert ann.gate_specs  # followed, so that the name can be told apart
+        assert ann.gated  # followed, so that the name can be told apart
         engine.config = SteeringConfig(gate=gate)  # "always": the name is steered fully
         assert engine.prepare(TurnRequest(msg, specs, user_id="ann")).tool_scale == 1.0
     with pytest.raises(ValueError):
@@ -512,8 +512,10 @@ def test_repeat_scope_follows_free_text_values_incrementally() -> None:
 
     specs = to_tool_specs(WEATHER_TOOLS[:1])
     text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
-    constrained = PreparedTurn(TurnRequest(messages=[]), "", object(), specs, None, {}, [], 0, "")
-    free = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, [], 0, "")
+    constrained = PreparedTurn(
+        TurnRequest(messages=[]), "", object(), specs, None, {}, False, 0, ""
+    )
+    free = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, False, 0, "")
     trackers = _RowTrackers([specs, specs])
     scope = TurnEngine._repeat_scope(None, [constrained, free], trackers)  # type: ignore[arg-type]
     got = [scope([text[:i], text[:i]]) for i in range(len(text))]

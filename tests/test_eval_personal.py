@@ -550,6 +550,28 @@ def test_tune_budget_stops_the_search(records: list[PersonalRecord], tmp_path: P
     assert result["complete"] is False and result["table"] == [] and result["saved_to"] is None
 
 
+def test_tune_answers_dev_turns_with_copying_when_asked(
+    records: list[PersonalRecord], tmp_path: Path
+) -> None:
+    for copy in (True, False):
+        FakeEngine.instances.clear()
+        result = tune(
+            tiny_lm("llama"),
+            records,
+            users=None,
+            dev_per_user=1,
+            embedder=HashEmbedder(),
+            engine_factory=FakeEngine,
+            save=False,
+            progress=False,
+            copy_strings=copy,
+            steps=["k"],
+        )
+        (engine,) = FakeEngine.instances
+        assert result["copy_strings"] is copy and result["table"]
+        assert engine.requests and {r.copy_strings for r in engine.requests} == {copy}
+
+
 # --------------------------------------------------------------------------------------------
 # BFCL driving
 # --------------------------------------------------------------------------------------------

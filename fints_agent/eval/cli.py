@@ -190,6 +190,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         save=not args.no_save,
         progress=not args.quiet,
         store=args.store,
+        copy_strings=args.copy_strings,
         steps=[x.strip() for x in args.steps.split(",") if x.strip()] if args.steps else None,
     )
     _print(result, args.out)
@@ -316,6 +317,11 @@ def add_eval_commands(subparsers: Any) -> None:
     )
     tune.add_argument(
         "--embedder", default="minilm", choices=("minilm", "lm"), help="retrieval embedder"
+    )
+    tune.add_argument(
+        "--copy-strings",
+        action="store_true",
+        help="answer dev turns with free strings as spans of the request (as eval personal)",
     )
     tune.add_argument("--out", default=None, help="also write the JSON here")
     _common(tune)

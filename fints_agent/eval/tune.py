@@ -237,11 +237,17 @@ def _evaluate(
     methods: Sequence[str],
     batch_size: int,
     max_new_tokens: int,
+    copy_strings: bool = False,
 ) -> dict[str, dict[str, Any]]:
     results = {}
     for method in methods:
         outcomes = answer_turns(
-            dev, method, engine=engine, batch_size=batch_size, max_new_tokens=max_new_tokens
+            dev,
+            method,
+            engine=engine,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            copy_strings=copy_strings,
         )
         s = summarize_outcomes(outcomes)
         results[method] = {k: s[k] for k in ("function_acc", "arg_acc", "call_acc", "valid_rate")}
@@ -257,6 +263,7 @@ def tune(
     dev_per_user: int = 3,
     batch_size: int = 8,
     max_new_tokens: int = 96,
+    copy_strings: bool = False,
     start: SteeringConfig | None = None,
     methods: Sequence[str] = TUNED_METHODS,
     embedder: str | Embedder = "minilm",
@@ -277,6 +284,8 @@ def tune(
         dev_per_user: Latest history records per user held out as dev.
         batch_size: Turns per padded batch.
         max_new_tokens: Token budget of a call.
+        copy_strings: Answer dev turns with free string arguments restricted to spans of the
+            request, as ``eval personal --copy-strings`` does.
         start: The configuration the search starts from (default: the model's saved one,
             so that a second run refines the first).
         methods: Methods evaluated per candidate.
@@ -331,7 +340,9 @@ def tune(
         log(f"tune: ingested {len(ingest)} history turns in {ingest_s:.0f}s; dev {len(dev)}")
         engine = (engine_factory or TurnEngine)(lm, memory, base)
         t0 = time.perf_counter()
-        baseline = _evaluate(engine, dev, ["zero-shot", "rag"], batch_size, max_new_tokens)
+        baseline = _evaluate(
+            engine, dev, ["zero-shot", "rag"], batch_size, max_new_tokens, copy_strings
+        )
         log(f"tune: baselines {baseline} in {time.perf_counter() - t0:.0f}s")
         per_candidate = (time.perf_counter() - t0) * len(methods) / 2
 
@@ -344,7 +355,7 @@ def tune(
                 return None
             engine.config = cfg
             t = time.perf_counter()
-            results = _evaluate(engine, dev, methods, batch_size, max_new_tokens)
+            results = _evaluate(engine, dev, methods, batch_size, max_new_tokens, copy_strings)
             seconds = time.perf_counter() - t
             per_candidate = 0.5 * per_candidate + 0.5 * seconds
             row = {
@@ -387,6 +398,7 @@ def tune(
         "best_dev": {m: best_row[m] for m in methods} if best_row else None,
         "baseline": baseline,
         "objective": "steer.function_acc + steer.call_acc + rag+steer.call_acc",
+        "copy_strings": copy_strings,
         "table": table,
         "complete": not stopped,
         "users": chosen_users,
