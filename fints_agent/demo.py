@@ -188,6 +188,7 @@ def run_demo(
             memory=store,
             max_tokens=96,
             call_on_user_turn=True,
+            copy_strings=True,
             personalization=personalization,
             steering=steering or _demo_steering(),
         )

@@ -5,8 +5,9 @@ place, a contact, a product id. A small model often writes something else there 
 such as ``"artist_name"``, a made-up id, a paraphrase). With request-span copying on, the
 grammar allows such a value only as a span of the latest user message: whole words in their
 order, with the text between them as written, optionally ending with the punctuation that
-follows the last word. The first letter may change case ("the package arrived" for "...: The
-package arrived").
+follows the last word. Case is kept as written: a small model that wants a capitalized name
+otherwise picks any word of the request and capitalizes it ("Today" for the recipient of "Tell
+Ingrid that I'll pick up the kids today").
 
 Which strings are restricted: every ``"type": "string"`` schema that says nothing else about
 its value (no ``enum``, ``const``, ``pattern``, ``format`` or length bound), at any depth (array
@@ -86,14 +87,6 @@ def _escape(text: str) -> str:
     return "".join("\\" + c if c in _REGEX_SPECIAL else c for c in text)
 
 
-def _first_letter(core: str) -> str:
-    head, rest = core[0], core[1:]
-    lower, upper = head.lower(), head.upper()
-    if lower != upper and len(lower) == len(upper) == 1:
-        return f"[{lower}{upper}]" + _escape(rest)
-    return _escape(core)
-
-
 def request_span_pattern(text: str) -> str | None:
     """A regular expression that matches exactly the spans of ``text`` (None: no span).
 
@@ -115,7 +108,7 @@ def request_span_pattern(text: str) -> str | None:
         pattern = ""
         for k in range(len(run) - 1, -1, -1):
             a, b, end = run[k]
-            core = _first_letter(text[a:b]) if k == 0 else _escape(text[a:b])
+            core = _escape(text[a:b])
             tails = []
             if k + 1 < len(run):
                 tails.append(_escape(text[b : run[k + 1][0]]) + pattern)
