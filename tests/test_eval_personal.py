@@ -534,39 +534,30 @@ def test_tuning_split_keeps_every_dev_turns_kind_in_the_memory() -> None:
     assert tuning_split(rows, 9)[1] == [rows[1], rows[2], rows[4]]  # one "a" and two more kept
 
 
-def test_tune_budget_stops_the_search(records: list[PersonalRecord], tmp_path: Path) -> None:
+def _fake_tune(records: list[PersonalRecord], **options: Any) -> dict[str, Any]:
+    """:func:`tune` with the LM-free engine and hash embeddings, one dev turn per user, unsaved."""
     FakeEngine.instances.clear()
-    result = tune(
+    return tune(
         tiny_lm("llama"),
         records,
         users=None,
         dev_per_user=1,
         embedder=HashEmbedder(),
-        budget_minutes=1e-6,
         engine_factory=FakeEngine,
         save=False,
         progress=False,
+        **options,
     )
+
+
+def test_tune_budget_stops_the_search(records: list[PersonalRecord]) -> None:
+    result = _fake_tune(records, budget_minutes=1e-6)
     assert result["complete"] is False and result["table"] == [] and result["saved_to"] is None
 
 
-def test_tune_answers_dev_turns_with_copying_when_asked(
-    records: list[PersonalRecord], tmp_path: Path
-) -> None:
+def test_tune_answers_dev_turns_with_copying_when_asked(records: list[PersonalRecord]) -> None:
     for copy in (True, False):
-        FakeEngine.instances.clear()
-        result = tune(
-            tiny_lm("llama"),
-            records,
-            users=None,
-            dev_per_user=1,
-            embedder=HashEmbedder(),
-            engine_factory=FakeEngine,
-            save=False,
-            progress=False,
-            copy_strings=copy,
-            steps=["k"],
-        )
+        result = _fake_tune(records, copy_strings=copy, steps=["k"])
         (engine,) = FakeEngine.instances
         assert result["copy_strings"] is copy and result["table"]
         assert engine.requests and {r.copy_strings for r in engine.requests} == {copy}

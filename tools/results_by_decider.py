@@ -23,7 +23,7 @@ from pathlib import Path
 
 from fints_agent.eval.dataset import PersonalRecord, load_records
 from fints_agent.eval.personal import decided_by
-from fints_agent.eval.scoring import values_equal
+from fints_agent.eval.scoring import graded_arguments_right, normalize_call
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("zero_shot", "rag", "steer", "rag_steer", "knn")
@@ -83,17 +83,14 @@ def _label(method: str) -> str:
 
 def _graded(record: PersonalRecord, row: dict[str, object]) -> list[tuple[str, bool]]:
     """(kind, right) for each graded argument of the gold call."""
-    gold = record.chosen.as_dict()
-    tool = next(t for t in record.openai_tools() if t["function"]["name"] == gold["name"])
-    props = tool["function"].get("parameters", {}).get("properties", {})
-    predicted = row.get("predicted") or {}
-    arguments = predicted.get("arguments", {}) if isinstance(predicted, dict) else {}
+    call = normalize_call(row.get("predicted")) or {"name": None, "arguments": {}}
+    tool = record.tool(record.chosen.name)
+    props = tool.function.parameters.get("properties", {}) if tool is not None else {}
     out = []
-    for name in record.graded_args:
+    for name, right in graded_arguments_right(call, record).items():
         schema = props.get(name, {})
         kind = "string" if schema.get("type") == "string" else "other"
         kind = "enum" if "enum" in schema else kind
-        right = name in arguments and values_equal(arguments[name], gold["arguments"].get(name))
         out.append((kind, right))
     return out
 

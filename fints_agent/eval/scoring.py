@@ -156,14 +156,27 @@ def score_call(predicted: Any, record: PersonalRecord) -> CallScore:
     if call is None:
         return CallScore(False, False, False, False, "no call")
     function = call["name"] == record.chosen.name
-    arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}
-    expected = record.chosen.arguments
-    args = all(
-        name in arguments and values_equal(arguments[name], expected[name])
-        for name in record.graded_args
-    )
+    args = all(graded_arguments_right(call, record).values())
     error = validate_call(call, record)
     return CallScore(function, args, function and args, error is None, error)
+
+
+def graded_arguments_right(call: Mapping[str, Any], record: PersonalRecord) -> dict[str, bool]:
+    """Whether each graded argument of a normalized call equals the chosen call's.
+
+    Args:
+        call: ``{"name": ..., "arguments": ...}`` (from :func:`normalize_call`).
+        record: The record to score against.
+
+    Returns:
+        ``{argument name: right}`` for every name in ``record.graded_args``.
+    """
+    arguments = call["arguments"] if isinstance(call["arguments"], dict) else {}
+    expected = record.chosen.arguments
+    return {
+        name: name in arguments and values_equal(arguments[name], expected[name])
+        for name in record.graded_args
+    }
 
 
 def percentile(values: Sequence[float], q: float) -> float:
