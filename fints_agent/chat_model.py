@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,22 @@ class FintsChatModel(BaseChatModel):
                 if "://" not in location:
                     Path(location).mkdir(parents=True, exist_ok=True)
                 config = self.steering or SteeringConfig.for_model(lm.fingerprint)
+                store = TrajectoryStore(location)
+                vectors = config.vectors
+                if store.layout is not None and store.layout.vectors != vectors:
+                    # A store keeps the kind of vectors it was built with.
+                    warnings.warn(
+                        f"memory {location} holds {store.layout.vectors!r} vectors; the "
+                        f"steering configuration asks for {vectors!r}: using the store's kind",
+                        stacklevel=2,
+                    )
+                    vectors = store.layout.vectors  # type: ignore[assignment]
                 _memories[key] = Memory(
-                    lm, TrajectoryStore(location), layers=config.layers, sites=tuple(config.sites)
+                    lm,
+                    store,
+                    layers=config.layers,
+                    sites=tuple(config.sites),
+                    vectors=vectors,
                 )
             self._memory_obj = _memories[key]
         return self._memory_obj

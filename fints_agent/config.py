@@ -50,6 +50,12 @@ class SteeringConfig(BaseModel):
             trajectories whose rejected calls name another tool. A user's past weather calls
             that only contrast units then do not push a forecast request towards current
             weather; the units are still steered.
+        vectors: How memories opened for this configuration compute a trajectory's vector:
+            ``"contrast"`` (activations over the chosen call minus over the rejected ones) or
+            ``"demonstration"`` (the position that decides, with the chosen call shown as a
+            worked example minus with a rejected one shown; see
+            :mod:`fints_agent.steering.demonstration`). A store keeps the kind it was built
+            with.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -65,6 +71,7 @@ class SteeringConfig(BaseModel):
     recency_half_life: float | None = None
     canonical_choices: bool = False
     tool_steering: Literal["always", "contrasted"] = "always"
+    vectors: Literal["contrast", "demonstration"] = "contrast"
 
     @staticmethod
     def path_for(fingerprint: str) -> Path:

@@ -42,7 +42,7 @@ from fints_agent.calls import (
 from fints_agent.config import SteeringConfig
 from fints_agent.decoding import DecodeStats, decode, stop_token_ids
 from fints_agent.models import LoadedModel
-from fints_agent.prompting import PromptRenderer
+from fints_agent.prompting import PromptRenderer, format_examples
 from fints_agent.steering.vector import SteeringVector
 
 __all__ = [
@@ -165,30 +165,6 @@ class TurnStream:
 
     def __iter__(self) -> Iterator[str]:
         return self._steps
-
-
-def _request_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            return str(m.get("content") or "")
-    return ""
-
-
-def format_examples(
-    examples: Sequence[tuple[Sequence[Mapping[str, Any]], Mapping[str, Any]]],
-    specs: Sequence[ToolSpec],
-) -> str:
-    """Retrieved past turns as a system-prompt section (retrieval-augmented prompting)."""
-    if not examples:
-        return ""
-    by_name = {s.name: s.parameters for s in specs}
-    lines = ["# This user's past requests and the calls that served them"]
-    for messages, call in examples:
-        name = str(call.get("name", ""))
-        args = call.get("arguments", {})
-        lines.append(f"Request: {_request_text(messages)}")
-        lines.append(f"Call: {render_call(name, args, by_name.get(name))}")
-    return "\n".join(lines)
 
 
 class TurnEngine:

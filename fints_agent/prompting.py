@@ -13,9 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["PromptRenderer", "Turn"]
+if TYPE_CHECKING:
+    from fints_agent.calls.schema import ToolSpec
+
+__all__ = ["PromptRenderer", "Turn", "format_examples"]
 
 Message = Mapping[str, Any]
 """An OpenAI-style message dict: ``{"role": ..., "content": ...}`` (plus ``tool_calls`` etc.)."""
@@ -124,3 +127,30 @@ class PromptRenderer:
     def count_tokens(self, text: str) -> int:
         """Number of tokens of a rendered text."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _request_text(messages: Sequence[Mapping[str, Any]]) -> str:
+    for m in reversed(messages):
+        if m.get("role") == "user":
+            return str(m.get("content") or "")
+    return ""
+
+
+def format_examples(
+    examples: Sequence[tuple[Sequence[Mapping[str, Any]], Mapping[str, Any]]],
+    specs: Sequence[ToolSpec],
+) -> str:
+    """Past turns as a system-prompt section (retrieval-augmented prompting, and the worked
+    example of a demonstration vector)."""
+    from fints_agent.calls.format import render_call
+
+    if not examples:
+        return ""
+    by_name = {s.name: s.parameters for s in specs}
+    lines = ["# This user's past requests and the calls that served them"]
+    for messages, call in examples:
+        name = str(call.get("name", ""))
+        args = call.get("arguments", {})
+        lines.append(f"Request: {_request_text(messages)}")
+        lines.append(f"Call: {render_call(name, args, by_name.get(name))}")
+    return "\n".join(lines)

@@ -302,6 +302,17 @@ def test_context_overflow_drops_oldest_with_warning(tiny_dir: Path) -> None:
         llm.invoke([HumanMessage("weather " * 1100)])
 
 
+def test_memory_vectors_follow_config_and_store(tiny_dir: Path, tmp_path: Path) -> None:
+    """A fresh memory computes the configuration's kind of vectors; a store keeps its kind."""
+    demo = SteeringConfig(vectors="demonstration")
+    llm = _llm(tiny_dir, memory=str(tmp_path / "fresh"), steering=demo)
+    assert llm.get_memory().layout.vectors == "demonstration"
+    Memory(llm.load(), TrajectoryStore(tmp_path / "old"))  # binds a contrast store
+    old = _llm(tiny_dir, memory=str(tmp_path / "old"), steering=demo)
+    with pytest.warns(UserWarning, match="holds 'contrast' vectors"):
+        assert old.get_memory().vectors == "contrast"
+
+
 def test_user_id_resolution_order() -> None:
     class RM:
         metadata: ClassVar[dict[str, str]] = {"user_id": "from-metadata"}

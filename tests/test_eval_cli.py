@@ -43,9 +43,12 @@ class EchoEngine:
 
     seen: ClassVar[list[TurnRequest]] = []
 
+    memories: ClassVar[list[Any]] = []
+
     def __init__(self, lm: Any, memory: Any = None, config: Any = None) -> None:
         self.memory = memory
         self.config = config
+        self.memories.append(memory)
 
     def complete_batch(self, requests: Sequence[TurnRequest]) -> list[TurnResult]:
         self.seen.extend(requests)
@@ -169,7 +172,7 @@ def test_commands_are_registered() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["eval", "personal", "--data", str(DATA), "--method", "knn"])
     assert args.method == "knn" and args.k is None and not args.online and args.batch_size == 8
-    assert not args.copy_strings
+    assert not args.copy_strings and args.vectors is None
     args = parser.parse_args(["eval", "bfcl", "--category", "irrelevance", "--limit", "5"])
     assert args.category == "irrelevance" and args.limit == 5
     args = parser.parse_args(["tune", "--data", str(DATA)])
@@ -189,10 +192,13 @@ def test_personal_command_prints_json_and_writes_rows(
     argv = ["eval", "personal", "--data", str(DATA), "--method", "steer", "--limit", "3"]
     argv += ["--embedder", "lm", "--out", str(out), "--quiet", "--recency-half-life", "4"]
     EchoEngine.seen.clear()
-    code, stdout, _ = _run([*argv, "--copy-strings"], capsys)
+    EchoEngine.memories.clear()
+    code, stdout, _ = _run([*argv, "--copy-strings", "--vectors", "demonstration"], capsys)
     assert code == 0
     summary = json.loads(stdout)
     assert summary["copy_strings"] is True
+    assert summary["config"]["vectors"] == "demonstration"
+    assert [m.layout.vectors for m in EchoEngine.memories] == ["demonstration"]
     assert len(EchoEngine.seen) == 3 and all(r.copy_strings for r in EchoEngine.seen)
     assert summary["method"] == "steer" and summary["n"] == 3
     assert summary["valid_rate"] is not None and summary["mean_prompt_tokens"] == 42.0

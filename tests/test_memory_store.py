@@ -20,6 +20,7 @@ from memory_fixtures import (
 )
 from tiny import tiny_lm
 
+from fints_agent.calls import to_tool_specs
 from fints_agent.memory import (
     InvalidCallError,
     Memory,
@@ -29,7 +30,8 @@ from fints_agent.memory import (
     TrajectoryStore,
     UnknownTrajectoryError,
 )
-from fints_agent.steering import SteeringVector, VectorMismatchError
+from fints_agent.prompting import format_examples
+from fints_agent.steering import SteeringVector, VectorMismatchError, demonstration_vectors
 
 pytest_plugins = ("memory_fixtures",)
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -204,6 +206,40 @@ def test_bad_input_is_refused_and_writes_nothing(store_location: str) -> None:
         memory.record_many([*good, bad], batch_size=1, progress=False)
     assert memory.store.count("alice") == 1
     assert memory.store.count() == 1
+
+
+def test_demonstration_memory_stores_demonstration_vectors(tmp_path: Path) -> None:
+    """``vectors="demonstration"``: the stored vector is the chosen call shown as a worked
+    example minus the rejected one shown, on the prompt the model sees; a store keeps one kind."""
+    prefix = new_prefix()
+    memory = make_memory(tmp_path, prefix, vectors="demonstration")
+    item = weather_item("alice", 0)
+    rejected = {
+        "name": "get_weather",
+        "arguments": {**item["chosen"]["arguments"], "units": "fahrenheit"},
+    }
+    [tid] = memory.record_many([{**item, "rejected": [rejected]}], progress=False)
+    [stored] = memory.store.get("alice", [tid], with_vectors=True)
+    specs = to_tool_specs(WEATHER_TOOLS)
+    schema = specs[0].parameters
+
+    def shown(call: dict) -> str:
+        examples = format_examples([(item["messages"], call)], specs)
+        return memory.renderer.render_prompt(item["messages"], WEATHER_TOOLS, examples=examples)
+
+    [expected] = demonstration_vectors(
+        memory.lm,
+        [shown(item["chosen"])],
+        [[shown(rejected)]],
+        [memory.renderer.render_call("get_weather", item["chosen"]["arguments"], schema)],
+        [[memory.renderer.render_call("get_weather", rejected["arguments"], schema)]],
+    )
+    np.testing.assert_allclose(stored.vector, expected.tensor.numpy().reshape(-1), atol=1e-6)
+    assert memory.layout.vectors == "demonstration"
+    with pytest.raises(StoreLayoutError, match="vectors"):
+        make_memory(tmp_path, prefix)  # a contrast memory on a demonstration store
+    with pytest.raises(ValueError, match="unknown vectors"):
+        make_memory(tmp_path, new_prefix(), vectors="mean")
 
 
 def test_other_model_and_other_embedder_are_refused(store_location: str) -> None:

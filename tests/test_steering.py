@@ -15,6 +15,7 @@ from fints_agent.steering import (
     VectorMismatchError,
     capture_answer_means,
     contrastive_vectors,
+    demonstration_vectors,
     find_sites,
     steer,
 )
@@ -293,6 +294,56 @@ def test_contrastive_vector_over_the_differing_span() -> None:
     torch.testing.assert_close(vec.tensor, means[0] - means[1])
     [whole] = contrastive_vectors(lm, [PROMPTS[0]], [chosen], [[rejected]], layers=[0, 2])
     assert not torch.allclose(whole.tensor, vec.tensor)
+
+
+def test_demonstration_vector_contrasts_the_deciding_position() -> None:
+    """Chosen shown minus rejected shown, at the last token before the calls differ, averaged
+    over the rejected calls (each with its own deciding position)."""
+    lm = tiny_lm("llama")
+    chosen = '{"name": "weather", "arguments": {"units": "celsius"}}'
+    rejected = [
+        '{"name": "weather", "arguments": {"units": "fahrenheit"}}',
+        '{"name": "news", "arguments": {"units": "celsius"}}',
+    ]
+    shown_c = "call weather celsius . weather in oslo ?"
+    shown_r = ["call weather fahrenheit . weather in oslo ?", "call news . weather in oslo ?"]
+    c_ids = _ids(lm, chosen)
+    heads = [
+        next(i for i, (a, b) in enumerate(zip(c_ids, _ids(lm, r), strict=False)) if a != b)
+        for r in rejected
+    ]
+    assert heads[0] > heads[1] >= 1
+    [vec] = demonstration_vectors(lm, [shown_c], [shown_r], [chosen], [rejected], layers=[0, 2])
+    diffs = []
+    for head, shown in zip(heads, shown_r, strict=True):
+        means = capture_answer_means(
+            lm,
+            [shown_c, shown],
+            [c_ids[:head]] * 2,
+            layers=[0, 2],
+            answer_offsets=[head - 1] * 2,
+        )
+        diffs.append(means[0] - means[1])
+    torch.testing.assert_close(vec.tensor, (diffs[0] + diffs[1]) / 2)
+    assert vec.metadata["kind"] == "demonstration" and vec.layers == (0, 2)
+    # The same context on both sides contrasts nothing.
+    [zero] = demonstration_vectors(lm, [shown_c], [[shown_c]], [chosen], [rejected[:1]])
+    assert float(zero.tensor.abs().max()) == 0.0
+
+
+def test_bad_demonstration_input() -> None:
+    lm = tiny_lm("llama")
+    with pytest.raises(ValueError, match="empty batch"):
+        demonstration_vectors(lm, [], [], [], [])
+    with pytest.raises(ValueError, match="rejected lists"):
+        demonstration_vectors(lm, ["a"], [["b"]], ["c", "d"], [["e"]])
+    with pytest.raises(ValueError, match="2 prompts for 1 rejected"):
+        demonstration_vectors(lm, ["a"], [["b", "c"]], ["x y"], [["x z"]])
+    # Calls differing at their first token leave no position that decides between them.
+    first = _ids(lm, "apple pie")[0]
+    other = next(t for t in range(5, 50) if t != first)
+    with pytest.raises(ValueError, match="no position decides"):
+        demonstration_vectors(lm, ["a"], [["b"]], ["apple pie"], [[[other, 7]]])  # type: ignore[list-item]
 
 
 def test_vector_arithmetic_and_round_trip(tmp_path) -> None:

@@ -252,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     picked = select_test_records(group_by_user(records), args.limit)
     users = set(picked)
     answered = [r for r in records if r.user_id in users]
-    with history_memory(lm, answered, store=args.store) as (memory, ingest_s):
+    with history_memory(lm, answered, store=args.store, options={"vectors": config.vectors}) as (
+        memory,
+        ingest_s,
+    ):
         n_hist = sum(1 for r in answered if r.split == "history")
         _log(f"history of {len(users)} users ({n_hist} turns) recorded in {ingest_s:.0f}s")
         for method in methods:

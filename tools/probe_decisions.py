@@ -12,11 +12,14 @@ and layer band. Reported per decision kind (``name-preference``: the record's re
 name another tool, so the user's preference decides; ``name-request``: the request decides;
 ``arg``): the mean margin and the share of decisions where the gold token beats every rival.
 With ``--key-vectors``, argument decisions are also steered with a vector of that argument alone
-(see :func:`attach_key_vectors`).
+(see :func:`attach_key_vectors`); with ``--demo-vectors``, every decision is also steered with
+the vector of a ``vectors="demonstration"`` memory of the same history
+(:mod:`fints_agent.steering.demonstration`).
 
 Usage:
     .venv/bin/python tools/probe_decisions.py --store runs/probe_store
     .venv/bin/python tools/probe_decisions.py --coefficients 1,4 --bands late --span
+    .venv/bin/python tools/probe_decisions.py --demo-vectors --bands middle+late
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ class Decision:
     user: str = ""
     retrieved: tuple[tuple[str, float], ...] = ()
     key_vector: SteeringVector | None = None
+    demo_vector: SteeringVector | None = None
 
 
 def _first_difference(a: list[int], b: list[int]) -> int | None:
@@ -100,11 +104,23 @@ def decisions(lm: Any, engine: TurnEngine, dev: list[Any]) -> list[Decision]:
                 n = _first_difference(gold, ids(name, example_value(schema)))
                 if n is not None:
                     names.setdefault(n, set()).add(ids(name, example_value(schema))[n])
+        retrieved = tuple(
+            (t["id"], float(t["weight"])) for t in prepared.info.get("trajectories", [])
+        )
         preference = any(r.name != record.chosen.name for r in record.rejected)
         kind = "name-preference" if preference else "name-request"
         for n, rivals in names.items():
             found.append(
-                Decision(prompt + gold[:n], gold[n], sorted(rivals), prepared.vector, kind)
+                Decision(
+                    prompt + gold[:n],
+                    gold[n],
+                    sorted(rivals),
+                    prepared.vector,
+                    kind,
+                    None,
+                    record.user_id,
+                    retrieved,
+                )
             )
         values: dict[int, set[int]] = {}
         keys: dict[int, str | None] = {}
@@ -117,9 +133,6 @@ def decisions(lm: Any, engine: TurnEngine, dev: list[Any]) -> list[Decision]:
                     keys.setdefault(
                         n, _differing_enum_key(record.chosen, rejected, schemas[rejected.name])
                     )
-        retrieved = tuple(
-            (t["id"], float(t["weight"])) for t in prepared.info.get("trajectories", [])
-        )
         for n, rivals in values.items():
             found.append(
                 Decision(
@@ -222,6 +235,7 @@ def margins(
     coefficient: float,
     layers: list[int] | None,
     key_vectors: bool = False,
+    demo_vectors: bool = False,
 ) -> dict[str, dict[str, float]]:
     """Per decision kind: mean margin of the gold token over its best rival, and how often the
     gold token beats every rival (coefficient 0: unsteered)."""
@@ -231,6 +245,8 @@ def margins(
         source = item.vector
         if key_vectors and item.kind == "arg":
             source = item.key_vector  # type: ignore[assignment]
+        if demo_vectors:
+            source = item.demo_vector  # type: ignore[assignment]
         if coefficient == 0 or source is None:
             logits = lm.model(x).logits[0, -1]
         else:
@@ -252,6 +268,22 @@ def margins(
     return out
 
 
+def attach_demo_vectors(
+    lm: Any, ingest: list[Any], dev: list[Any], items: list[Decision], store: Path | None
+) -> None:
+    """Gives every decision the vector a ``vectors="demonstration"`` memory of the same history
+    retrieves for its turn (the same retrieval weights: only the stored vectors differ)."""
+    where = None if store is None else store.with_name(store.name + "_demonstration")
+    options = {"vectors": "demonstration"}
+    with history_memory(lm, ingest, store=where, options=options) as (memory, _):
+        engine = TurnEngine(lm, memory, SteeringConfig.for_model(lm.fingerprint))
+        demo = decisions(lm, engine, dev)
+    if [(d.ids, d.gold) for d in demo] != [(i.ids, i.gold) for i in items]:
+        raise RuntimeError("the demonstration memory steers other turns than the contrast one")
+    for item, d in zip(items, demo, strict=True):
+        item.demo_vector = d.vector
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -264,6 +296,11 @@ def main(argv: list[str] | None = None) -> int:
         "--key-vectors",
         action="store_true",
         help="also steer argument decisions with a vector of that argument alone",
+    )
+    parser.add_argument(
+        "--demo-vectors",
+        action="store_true",
+        help="also steer every decision with an in-context (demonstration) vector",
     )
     args = parser.parse_args(argv)
     records = load_records(args.data)
@@ -280,10 +317,16 @@ def main(argv: list[str] | None = None) -> int:
         items = decisions(lm, engine, dev)
         if args.key_vectors:
             attach_key_vectors(lm, memory, items)
+        if args.demo_vectors:
+            attach_demo_vectors(lm, ingest, dev, items, args.store)
         results: dict[str, Any] = {"unsteered": margins(lm, items, 0.0, None)}
         for band in args.bands.split(","):
             for c in (float(x) for x in args.coefficients.split(",")):
                 results[f"{band} c={c:g}"] = margins(lm, items, c, bands[band])
+                if args.demo_vectors:
+                    results[f"{band} c={c:g} demo vectors"] = margins(
+                        lm, items, c, bands[band], demo_vectors=True
+                    )
                 if args.key_vectors:
                     arg_items = [i for i in items if i.kind == "arg"]
                     results[f"{band} c={c:g} key vectors"] = margins(

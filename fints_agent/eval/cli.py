@@ -63,6 +63,8 @@ def _config(args: argparse.Namespace, fingerprint: str) -> Any:
         cfg = SteeringConfig.for_model(fingerprint)
     if getattr(args, "recency_half_life", None) is not None:
         cfg = cfg.model_copy(update={"recency_half_life": args.recency_half_life})
+    if getattr(args, "vectors", None) is not None:
+        cfg = cfg.model_copy(update={"vectors": args.vectors})
     return cfg
 
 
@@ -191,6 +193,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         store=args.store,
         copy_strings=args.copy_strings,
+        start=_config(args, lm.fingerprint) if args.vectors else None,
         steps=[x.strip() for x in args.steps.split(",") if x.strip()] if args.steps else None,
     )
     _print(result, args.out)
@@ -258,6 +261,12 @@ def add_eval_commands(subparsers: Any) -> None:
         action="store_true",
         help="free string arguments only as spans of the request (every model method)",
     )
+    personal.add_argument(
+        "--vectors",
+        choices=("contrast", "demonstration"),
+        default=None,
+        help="how history vectors are computed (default: the steering configuration's)",
+    )
     _common(personal)
     personal.set_defaults(func=_cmd_personal)
 
@@ -322,6 +331,12 @@ def add_eval_commands(subparsers: Any) -> None:
         "--copy-strings",
         action="store_true",
         help="answer dev turns with free strings as spans of the request (as eval personal)",
+    )
+    tune.add_argument(
+        "--vectors",
+        choices=("contrast", "demonstration"),
+        default=None,
+        help="how history vectors are computed (default: the steering configuration's)",
     )
     tune.add_argument("--out", default=None, help="also write the JSON here")
     _common(tune)

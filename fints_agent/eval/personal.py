@@ -745,7 +745,12 @@ def run_personal(
     needs_memory = method != "zero-shot"
     if lm is None and (method != "knn" or memory is None):
         raise ValueError(f"method {method!r} needs a model")
-    with _memory_scope(lm, memory, needs_memory, embedder) as (mem, fresh):
+    vectors = "contrast"
+    if lm is not None:
+        from fints_agent.config import SteeringConfig
+
+        vectors = (config or SteeringConfig.for_model(lm.fingerprint)).vectors
+    with _memory_scope(lm, memory, needs_memory, embedder, vectors) as (mem, fresh):
         ingest_s = 0.0
         if fresh and mem is not None:
             began = time.perf_counter()
@@ -773,13 +778,17 @@ def run_personal(
 
 @contextmanager
 def _memory_scope(
-    lm: LoadedModel | None, memory: Memory | None, needed: bool, embedder: str | Embedder
+    lm: LoadedModel | None,
+    memory: Memory | None,
+    needed: bool,
+    embedder: str | Embedder,
+    vectors: str,
 ) -> Iterator[tuple[Memory | None, bool]]:
     if memory is not None or not needed:
         yield memory, False
         return
     assert lm is not None
-    with temporary_memory(lm, embedder=embedder) as fresh:
+    with temporary_memory(lm, embedder=embedder, vectors=vectors) as fresh:
         yield fresh, True
 
 

@@ -333,10 +333,14 @@ def tune(
         if progress:
             print(text, file=sys.stderr, flush=True)
 
-    with history_memory(lm, ingest, store=store, embedder=embedder, progress=progress) as (
-        memory,
-        ingest_s,
-    ):
+    with history_memory(
+        lm,
+        ingest,
+        store=store,
+        embedder=embedder,
+        progress=progress,
+        options={"vectors": base.vectors},
+    ) as (memory, ingest_s):
         log(f"tune: ingested {len(ingest)} history turns in {ingest_s:.0f}s; dev {len(dev)}")
         engine = (engine_factory or TurnEngine)(lm, memory, base)
         t0 = time.perf_counter()

@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -80,6 +80,7 @@ from fints_agent.steering.layers import SITES, Site, check_layers, check_sites
 from fints_agent.steering.vector import SteeringVector
 
 __all__ = [
+    "VECTOR_KINDS",
     "Embedder",
     "EmbedderError",
     "InvalidCallError",
@@ -101,6 +102,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+VECTOR_KINDS: tuple[str, ...] = ("contrast", "demonstration")
+"""How a memory computes trajectories' steering vectors (see :class:`Memory`)."""
 
 
 @dataclass
@@ -227,6 +231,12 @@ class Memory(Recording):
         batch_size: Forward-pass batch size for vector computation.
         skip_shared_prefix: Average answer tokens only from where chosen and rejected differ.
         skip_shared_suffix: Average answer tokens only up to where chosen and rejected differ.
+        vectors: How a trajectory's steering vector is computed: ``"contrast"`` (activations
+            over the chosen answer minus over the rejected ones,
+            :mod:`~fints_agent.steering.contrast`) or ``"demonstration"`` (the decision
+            position with the chosen call shown as a worked example minus with a rejected one
+            shown, :mod:`~fints_agent.steering.demonstration`; two prompt passes per rejected
+            call). A store keeps one kind.
         k: Default number of trajectories mixed per turn.
         temperature: Default softmax temperature.
         weighting: Default weighting, ``"softmax"`` or ``"mean"``.
@@ -259,6 +269,7 @@ class Memory(Recording):
         batch_size: int = 8,
         skip_shared_prefix: bool = False,
         skip_shared_suffix: bool = False,
+        vectors: Literal["contrast", "demonstration"] = "contrast",
         k: int = 5,
         temperature: float = 0.1,
         weighting: Weighting = "softmax",
@@ -293,6 +304,9 @@ class Memory(Recording):
         self.batch_size = batch_size
         self.skip_shared_prefix = skip_shared_prefix
         self.skip_shared_suffix = skip_shared_suffix
+        if vectors not in VECTOR_KINDS:
+            raise ValueError(f"unknown vectors {vectors!r}; use one of {VECTOR_KINDS}")
+        self.vectors = vectors
         self.k = k
         self.temperature = temperature
         self.weighting: Weighting = weighting
@@ -320,6 +334,7 @@ class Memory(Recording):
             d_model=self.lm.d_model,
             embedder=self.embedder.name,
             embed_dim=self.embedder.dim,
+            vectors=self.vectors,
         )
         current = self.store.layout
         if current is None:

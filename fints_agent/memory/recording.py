@@ -127,6 +127,7 @@ class Recording:
     batch_size: int
     skip_shared_prefix: bool
     skip_shared_suffix: bool
+    vectors: str
     auto_supersede: float | None
 
     def _prepare(self, item: TrajectoryInput | Mapping[str, Any]) -> _Prepared:
@@ -246,32 +247,10 @@ class Recording:
         return best[0].id if old_choices != call_choices(p.chosen, spec) else None
 
     def _record_chunk(self, items: list[_Prepared]) -> list[str]:
-        from fints_agent.steering.contrast import contrastive_vectors
-
         embeddings = self.embedder.embed([p.request for p in items])
         negatives = self._negatives(items, embeddings)
-        prompts = [self.renderer.render_prompt(p.messages, p.tools) for p in items]
-        params = [{s.name: s.parameters for s in p.specs} for p in items]
-        chosen = [
-            self.renderer.render_call(p.chosen.name, p.chosen.arguments, ps.get(p.chosen.name))
-            for p, ps in zip(items, params, strict=True)
-        ]
-        rejected = [
-            [self.renderer.render_call(c.name, c.arguments, ps.get(c.name)) for c in n]
-            for n, ps in zip(negatives, params, strict=True)
-        ]
         with self.lm.lock:
-            vectors = contrastive_vectors(
-                self.lm,
-                prompts,
-                chosen,
-                rejected,
-                list(self.layout.layers),
-                self.layout.sites,  # type: ignore[arg-type]
-                batch_size=self.batch_size,
-                skip_shared_prefix=self.skip_shared_prefix,
-                skip_shared_suffix=self.skip_shared_suffix,
-            )
+            vectors = self._steering_vectors(items, negatives)
         supersedes = [self._auto_supersede(p, e) for p, e in zip(items, embeddings, strict=True)]
         per_user: dict[str, int] = {}
         for p in items:
@@ -308,6 +287,51 @@ class Recording:
             )
         self.store.add(records)
         return [r.id for r in records]
+
+    def _steering_vectors(self, items: list[_Prepared], negatives: list[list[Call]]) -> list[Any]:
+        """The steering vectors of a chunk of trajectories, by the memory's ``vectors`` kind."""
+        from fints_agent.prompting import format_examples
+        from fints_agent.steering.contrast import contrastive_vectors
+        from fints_agent.steering.demonstration import demonstration_vectors
+
+        params = [{s.name: s.parameters for s in p.specs} for p in items]
+        chosen = [
+            self.renderer.render_call(p.chosen.name, p.chosen.arguments, ps.get(p.chosen.name))
+            for p, ps in zip(items, params, strict=True)
+        ]
+        rejected = [
+            [self.renderer.render_call(c.name, c.arguments, ps.get(c.name)) for c in n]
+            for n, ps in zip(negatives, params, strict=True)
+        ]
+        layers = list(self.layout.layers)
+        sites = self.layout.sites
+        if self.vectors == "demonstration":
+
+            def shown(p: _Prepared, call: Call) -> str:
+                examples = format_examples([(p.messages, call.as_dict())], p.specs)
+                return str(self.renderer.render_prompt(p.messages, p.tools, examples=examples))
+
+            return demonstration_vectors(
+                self.lm,
+                [shown(p, p.chosen) for p in items],
+                [[shown(p, c) for c in n] for p, n in zip(items, negatives, strict=True)],
+                chosen,
+                rejected,
+                layers,
+                sites,  # type: ignore[arg-type]
+                batch_size=self.batch_size,
+            )
+        return contrastive_vectors(
+            self.lm,
+            [self.renderer.render_prompt(p.messages, p.tools) for p in items],
+            chosen,
+            rejected,
+            layers,
+            sites,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            skip_shared_prefix=self.skip_shared_prefix,
+            skip_shared_suffix=self.skip_shared_suffix,
+        )
 
     def record(
         self,

@@ -125,6 +125,8 @@ class StoreLayout:
         d_model: Width of each direction.
         embedder: Name of the retrieval embedder.
         embed_dim: Width of a retrieval embedding.
+        vectors: How the steering vectors were computed (``"contrast"`` or
+            ``"demonstration"``, see :class:`~fints_agent.memory.Memory`).
     """
 
     model_fingerprint: str
@@ -133,6 +135,7 @@ class StoreLayout:
     d_model: int
     embedder: str
     embed_dim: int
+    vectors: str = "contrast"
 
     @property
     def vector_dim(self) -> int:
@@ -157,6 +160,7 @@ class StoreLayout:
             "d_model": self.d_model,
             "embedder": self.embedder,
             "embed_dim": self.embed_dim,
+            "vectors": self.vectors,
         }
 
     @classmethod
@@ -180,6 +184,8 @@ class StoreLayout:
                 d_model=int(data["d_model"]),
                 embedder=str(data["embedder"]),
                 embed_dim=int(data["embed_dim"]),
+                # Stores written before the field existed hold contrastive vectors.
+                vectors=str(data.get("vectors", "contrast")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreError(f"malformed store layout {dict(data)!r}: {exc}") from exc
@@ -193,7 +199,16 @@ class StoreLayout:
     def differences(self, other: StoreLayout) -> list[str]:
         """Human-readable differences from another layout (empty when equal)."""
         out = []
-        for name in ("model_fingerprint", "layers", "sites", "d_model", "embedder", "embed_dim"):
+        names = (
+            "model_fingerprint",
+            "layers",
+            "sites",
+            "d_model",
+            "embedder",
+            "embed_dim",
+            "vectors",
+        )
+        for name in names:
             a, b = getattr(self, name), getattr(other, name)
             if a != b:
                 out.append(f"{name}: store has {a!r}, got {b!r}")

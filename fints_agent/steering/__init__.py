@@ -2,6 +2,7 @@
 
 from fints_agent.steering.capture import capture_answer_means
 from fints_agent.steering.contrast import contrastive_vectors
+from fints_agent.steering.demonstration import demonstration_vectors
 from fints_agent.steering.inject import Coefficients, SteeringHandle, steer
 from fints_agent.steering.layers import (
     SITES,
@@ -25,6 +26,7 @@ __all__ = [
     "VectorMismatchError",
     "capture_answer_means",
     "contrastive_vectors",
+    "demonstration_vectors",
     "find_sites",
     "steer",
 ]
