@@ -304,15 +304,20 @@ def test_demonstration_vector_contrasts_the_deciding_position() -> None:
     rejected = [
         '{"name": "weather", "arguments": {"units": "fahrenheit"}}',
         '{"name": "news", "arguments": {"units": "celsius"}}',
+        '{"name": "weather", "arguments": {"units": "today"}}',  # the first one's position
     ]
     shown_c = "call weather celsius . weather in oslo ?"
-    shown_r = ["call weather fahrenheit . weather in oslo ?", "call news . weather in oslo ?"]
+    shown_r = [
+        "call weather fahrenheit . weather in oslo ?",
+        "call news . weather in oslo ?",
+        "call weather today . weather in oslo ?",
+    ]
     c_ids = _ids(lm, chosen)
     heads = [
         next(i for i, (a, b) in enumerate(zip(c_ids, _ids(lm, r), strict=False)) if a != b)
         for r in rejected
     ]
-    assert heads[0] > heads[1] >= 1
+    assert heads[0] == heads[2] > heads[1] >= 1
     [vec] = demonstration_vectors(lm, [shown_c], [shown_r], [chosen], [rejected], layers=[0, 2])
     diffs = []
     for head, shown in zip(heads, shown_r, strict=True):
@@ -324,7 +329,7 @@ def test_demonstration_vector_contrasts_the_deciding_position() -> None:
             answer_offsets=[head - 1] * 2,
         )
         diffs.append(means[0] - means[1])
-    torch.testing.assert_close(vec.tensor, (diffs[0] + diffs[1]) / 2)
+    torch.testing.assert_close(vec.tensor, sum(diffs) / 3)
     assert vec.metadata["kind"] == "demonstration" and vec.layers == (0, 2)
     # The same context on both sides contrasts nothing.
     [zero] = demonstration_vectors(lm, [shown_c], [[shown_c]], [chosen], [rejected[:1]])

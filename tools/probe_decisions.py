@@ -104,23 +104,11 @@ def decisions(lm: Any, engine: TurnEngine, dev: list[Any]) -> list[Decision]:
                 n = _first_difference(gold, ids(name, example_value(schema)))
                 if n is not None:
                     names.setdefault(n, set()).add(ids(name, example_value(schema))[n])
-        retrieved = tuple(
-            (t["id"], float(t["weight"])) for t in prepared.info.get("trajectories", [])
-        )
         preference = any(r.name != record.chosen.name for r in record.rejected)
         kind = "name-preference" if preference else "name-request"
         for n, rivals in names.items():
             found.append(
-                Decision(
-                    prompt + gold[:n],
-                    gold[n],
-                    sorted(rivals),
-                    prepared.vector,
-                    kind,
-                    None,
-                    record.user_id,
-                    retrieved,
-                )
+                Decision(prompt + gold[:n], gold[n], sorted(rivals), prepared.vector, kind)
             )
         values: dict[int, set[int]] = {}
         keys: dict[int, str | None] = {}
@@ -133,6 +121,9 @@ def decisions(lm: Any, engine: TurnEngine, dev: list[Any]) -> list[Decision]:
                     keys.setdefault(
                         n, _differing_enum_key(record.chosen, rejected, schemas[rejected.name])
                     )
+        retrieved = tuple(
+            (t["id"], float(t["weight"])) for t in prepared.info.get("trajectories", [])
+        )
         for n, rivals in values.items():
             found.append(
                 Decision(

@@ -70,7 +70,15 @@ def demonstration_vectors(
     prompts: list[Text] = []
     answers: list[list[int]] = []
     offsets: list[int] = []
-    pairs: list[list[int]] = []  # per trajectory: index of each (chosen-shown) capture
+    pairs: list[list[tuple[int, int]]] = []  # per trajectory: (chosen-shown, rejected-shown)
+
+    def add(prompt: Text, answer: list[int]) -> int:
+        """Queues one capture at the answer's last position; returns its index."""
+        prompts.append(prompt)
+        answers.append(answer)
+        offsets.append(len(answer) - 1)
+        return len(prompts) - 1
+
     for i in range(n):
         if len(shown_rejected[i]) != len(rejected[i]):
             raise ValueError(
@@ -78,17 +86,16 @@ def demonstration_vectors(
                 f"{len(rejected[i])} rejected answers"
             )
         c_ids = _ids(tok, chosen[i])
-        starts: list[int] = []
+        starts: list[tuple[int, int]] = []
+        chosen_at: dict[int, int] = {}  # deciding position -> its chosen-shown capture
         for shown, r in zip(shown_rejected[i], rejected[i], strict=True):
             # The position that decides the first differing token: the one right before it.
             head = _common_prefix(c_ids, _ids(tok, r))
             if head == 0:
                 continue
-            starts.append(len(prompts))
-            for prompt in (shown_chosen[i], shown):
-                prompts.append(prompt)
-                answers.append(c_ids[:head])
-                offsets.append(head - 1)
+            if head not in chosen_at:
+                chosen_at[head] = add(shown_chosen[i], c_ids[:head])
+            starts.append((chosen_at[head], add(shown, c_ids[:head])))
         if not starts:
             raise ValueError(
                 f"trajectory {i}: no rejected answer shares a first token with the chosen one, "
@@ -101,7 +108,7 @@ def demonstration_vectors(
     )
     vectors = []
     for starts in pairs:
-        diff = sum(means[s] - means[s + 1] for s in starts) / len(starts)
+        diff = sum(means[c] - means[r] for c, r in starts) / len(starts)
         vectors.append(
             SteeringVector(
                 diff,  # type: ignore[arg-type]
