@@ -54,8 +54,12 @@ class SteeringConfig(BaseModel):
             ``"contrast"`` (activations over the chosen call minus over the rejected ones) or
             ``"demonstration"`` (the position that decides, with the chosen call shown as a
             worked example minus with a rejected one shown; see
-            :mod:`fints_agent.steering.demonstration`). A store keeps the kind it was built
-            with.
+            :mod:`fints_agent.steering.demonstration`) or ``"split"`` (both: the contrastive
+            vector steers as ``gate`` says, except at enum, boolean and null argument values,
+            which the demonstration vector steers instead). A store keeps the kind it was
+            built with.
+        value_coefficient: Scale of the demonstration vector of ``"split"`` memories
+            (``None``: ``coefficient``).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -71,7 +75,8 @@ class SteeringConfig(BaseModel):
     recency_half_life: float | None = None
     canonical_choices: bool = False
     tool_steering: Literal["always", "contrasted"] = "always"
-    vectors: Literal["contrast", "demonstration"] = "contrast"
+    vectors: Literal["contrast", "demonstration", "split"] = "contrast"
+    value_coefficient: float | None = None
 
     @staticmethod
     def path_for(fingerprint: str) -> Path:

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from fints_agent.models import LoadedModel
-from fints_agent.steering.inject import Coefficients, SteeringHandle, steer
+from fints_agent.steering.inject import Coefficients, SteeringHandle, SteeringRow, steer
 from fints_agent.steering.vector import SteeringVector
 
 __all__ = ["Constraint", "DecodeStats", "Step", "decode", "generate_text", "stop_token_ids"]
@@ -66,7 +66,8 @@ class DecodeStats:
 
 
 GateFn = Callable[[list[str]], torch.Tensor | None]
-"""Given each row's text so far, the per-row steering gate for the next token (or None)."""
+"""Given each row's text so far, the steering gate for the next token (or None): shape
+``(rows,)``, or ``(rows, channels)`` for rows given as channel tuples."""
 
 
 def stop_token_ids(lm: LoadedModel) -> set[int]:
@@ -95,7 +96,7 @@ def decode(
     *,
     max_new_tokens: int | Sequence[int] = 256,
     constraint: Constraint | None = None,
-    vectors: SteeringVector | Sequence[SteeringVector | None] | None = None,
+    vectors: SteeringVector | Sequence[SteeringRow] | None = None,
     coefficients: Coefficients = 1.0,
     steer_prompt: bool = True,
     gate: GateFn | None = None,
@@ -118,7 +119,8 @@ def decode(
         max_new_tokens: Upper bound on generated tokens: one for every row, or one per row (a
             row that reaches its own budget stops there while the others go on).
         constraint: A grammar constraint with one matcher per row.
-        vectors: A steering vector for all rows, one per row (``None`` entries: unsteered).
+        vectors: A steering vector for all rows, one per row (``None`` entries: unsteered),
+            or per row a tuple of vectors, one per gate channel (see :func:`steer`).
         coefficients: Steering scale per layer/site.
         steer_prompt: Steer prompt positions too (the Fints default), else generated ones only.
         gate: Per-step per-row steering gate from the texts generated so far.

@@ -43,6 +43,7 @@ from fints_agent.config import SteeringConfig
 from fints_agent.decoding import DecodeStats, decode, stop_token_ids
 from fints_agent.models import LoadedModel
 from fints_agent.prompting import PromptRenderer, format_examples
+from fints_agent.steering.inject import SteeringRow
 from fints_agent.steering.vector import SteeringVector
 
 __all__ = [
@@ -65,6 +66,7 @@ class RetrievalLike(Protocol):
     """What the engine reads from a memory retrieval."""
 
     vector: SteeringVector | None
+    value_vector: SteeringVector | None
     trajectory_ids: list[str]
     weights: list[float]
     similarities: list[float]
@@ -255,21 +257,26 @@ class TurnEngine:
         constraint, allowed = self._constraint(req)
         retrieval = self.retrieve(req)
         prompt, _ = self.render(req, retrieval)
-        vector = None
+        vector = value_vector = None
         if retrieval is not None and req.personalization in ("steer", "rag+steer"):
             vector = retrieval.vector
+            value_vector = retrieval.value_vector
         cfg = self.config
-        if vector is not None:
-            keep = [x for x in (cfg.layers or vector.layers) if x in vector.layers]
-            sites = [s for s in cfg.sites if s in vector.sites]
-            vector = vector.select(keep, sites) if keep and sites else None
+        vector = self._configured(vector)
+        value_vector = self._configured(value_vector) if vector is not None else None
+        if value_vector is not None and cfg.value_coefficient is not None:
+            # The decode scales every channel by ``coefficient``.
+            if cfg.coefficient == 0.0:
+                value_vector = None
+            else:
+                value_vector = value_vector * (cfg.value_coefficient / cfg.coefficient)
         tool_scale = 1.0
         if vector is not None and retrieval is not None and cfg.tool_steering == "contrasted":
             tool_scale = retrieval.tool_share
         info = _steering_info(req, retrieval, vector is not None)
         if vector is not None:
             info["tool_scale"] = round(tool_scale, 4)
-        tracked = cfg.gate != "all" or tool_scale < 1.0
+        tracked = cfg.gate != "all" or tool_scale < 1.0 or value_vector is not None
         gated = vector is not None and tracked
         reserve = self._closing_reserve(req, allowed) if constraint is not None else 0
         return PreparedTurn(
@@ -283,7 +290,17 @@ class TurnEngine:
             reserve,
             cfg.gate,
             tool_scale,
+            value_vector,
         )
+
+    def _configured(self, vector: SteeringVector | None) -> SteeringVector | None:
+        """The vector restricted to the configuration's layers and sites (None: none left)."""
+        if vector is None:
+            return None
+        cfg = self.config
+        keep = [x for x in (cfg.layers or vector.layers) if x in vector.layers]
+        sites = [s for s in cfg.sites if s in vector.sites]
+        return vector.select(keep, sites) if keep and sites else None
 
     def _closing_reserve(self, req: TurnRequest, allowed: Sequence[ToolSpec]) -> int:
         """Tokens kept at the end of the budget to bring an open call to a valid end.
@@ -369,13 +386,14 @@ class TurnEngine:
         if not any(t.gated for t in turns):
             return None
 
+        split = any(t.value_vector is not None for t in turns)
+
         def gate(texts: list[str]) -> torch.Tensor:
-            return torch.tensor(
-                [
-                    _gate_value(t, trackers.at(i, text) if t.gated else None)
-                    for i, (t, text) in enumerate(zip(turns, texts, strict=True))
-                ]
-            )
+            values = [
+                _gate_values(t, trackers.at(i, text) if t.gated else None)
+                for i, (t, text) in enumerate(zip(turns, texts, strict=True))
+            ]
+            return torch.tensor(values if split else [v[0] for v in values])
 
         return gate
 
@@ -390,7 +408,7 @@ class TurnEngine:
                 [turn.prompt],
                 max_new_tokens=req.max_new_tokens,
                 constraint=turn.constraint,
-                vectors=turn.vector,
+                vectors=_steering_rows([turn]),
                 coefficients=self.config.coefficient,
                 steer_prompt=self.config.steer_prompt,
                 gate=self._gate([turn], trackers),
@@ -456,7 +474,7 @@ class TurnEngine:
         if not requests:
             return []
         turns = [self.prepare(r) for r in requests]
-        vectors = [t.vector for t in turns]
+        vectors = _steering_rows(turns)
         stats = DecodeStats()
         texts = [""] * len(turns)
         trackers = _RowTrackers([t.allowed for t in turns])
@@ -466,7 +484,7 @@ class TurnEngine:
                 [t.prompt for t in turns],
                 max_new_tokens=[r.max_new_tokens for r in requests],
                 constraint=RowConstraints([t.constraint for t in turns]),
-                vectors=vectors if any(v is not None for v in vectors) else None,
+                vectors=vectors,
                 coefficients=self.config.coefficient,
                 steer_prompt=self.config.steer_prompt,
                 gate=self._gate(turns, trackers),
@@ -501,6 +519,19 @@ class PreparedTurn:
     """Which generated tokens are steered (:attr:`SteeringConfig.gate`)."""
     tool_scale: float = 1.0
     """Scale of the steering at the tool-name decision (:attr:`SteeringConfig.tool_steering`)."""
+    value_vector: SteeringVector | None = None
+    """Steers the argument-value decisions (enum, boolean, null) in place of ``vector``
+    (a memory of ``vectors="split"``); ``None``: ``vector`` steers them as the gate says."""
+
+
+def _steering_rows(turns: Sequence[PreparedTurn]) -> list[SteeringRow] | None:
+    """The decode's per-row steering: a vector, or (vector, value vector) channels when any
+    row has a value vector; ``None`` when no row is steered."""
+    if all(t.vector is None for t in turns):
+        return None
+    if any(t.value_vector is not None for t in turns):
+        return [(t.vector, t.value_vector) for t in turns]
+    return [t.vector for t in turns]
 
 
 def canonical_next(choice: tuple[str, Sequence[str]], ids: Any) -> set[int] | None:
@@ -550,23 +581,27 @@ class _RowTrackers:
         return tracker
 
 
-def _gate_value(turn: PreparedTurn, tracker: CallTracker | None) -> float:
-    """How strongly the next token of a row is steered: 0.0 (not at all) to 1.0.
+def _gate_values(turn: PreparedTurn, tracker: CallTracker | None) -> tuple[float, float]:
+    """How strongly the next token of a row is steered, per channel: 0.0 (not at all) to 1.0.
 
-    0.0 or 1.0 by :attr:`SteeringConfig.gate`; at the tool name, times the turn's
-    ``tool_scale`` (:attr:`SteeringConfig.tool_steering`). ``tracker`` follows the row's text
-    over the turn's offered tools (None when the turn is not ``gated``).
+    The first channel is the turn's vector: 0.0 or 1.0 by :attr:`SteeringConfig.gate`; at the
+    tool name, times the turn's ``tool_scale`` (:attr:`SteeringConfig.tool_steering`). The
+    second is its value vector, on only at enum, boolean and null values, where it replaces
+    the first. ``tracker`` follows the row's text over the turn's offered tools (None when
+    the turn is not ``gated``).
     """
     if tracker is None:
-        return 1.0
+        return 1.0, 0.0
     position = tracker.position
     if position is CallPosition.NAME:
-        return turn.tool_scale
+        return turn.tool_scale, 0.0
+    if turn.value_vector is not None and position is CallPosition.CHOICE:
+        return 0.0, 1.0
     if turn.gate == "all":
-        return 1.0
+        return 1.0, 0.0
     if turn.gate == "decisions":
-        return 1.0 if position in _DECISIONS else 0.0
-    return 0.0 if position is CallPosition.FREE_TEXT else 1.0
+        return (1.0 if position in _DECISIONS else 0.0), 0.0
+    return (0.0 if position is CallPosition.FREE_TEXT else 1.0), 0.0
 
 
 class RowConstraints:

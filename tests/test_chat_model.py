@@ -410,13 +410,20 @@ def test_streaming_matches_invoke(tiny_dir: Path) -> None:
     assert chunks[-1].response_metadata["model_name"] == str(llm.model_name)
 
 
+def _gate_value(turn: Any, tracker: Any) -> float:
+    """The gate of a turn's (first) steering vector at the tracker's position."""
+    from fints_agent.engine import _gate_values
+
+    return _gate_values(turn, tracker)[0]
+
+
 @pytest.mark.parametrize("mode", ["choices", "decisions"])
 def test_steering_gate_modes(mode: str) -> None:
     """``choices`` steers all but free text; ``decisions`` only the tool name and enum values."""
     from memory_fixtures import WEATHER_TOOLS
 
     from fints_agent.calls import CallTracker, render_call, to_tool_specs
-    from fints_agent.engine import PreparedTurn, TurnRequest, _gate_value, _RowTrackers
+    from fints_agent.engine import PreparedTurn, TurnRequest, _RowTrackers
 
     specs = to_tool_specs(WEATHER_TOOLS[:1])
     text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
@@ -452,7 +459,7 @@ def test_tool_scale_steers_the_tool_name_only_so_much(mode: str) -> None:
     from memory_fixtures import WEATHER_TOOLS
 
     from fints_agent.calls import render_call, to_tool_specs
-    from fints_agent.engine import PreparedTurn, TurnRequest, _gate_value, _RowTrackers
+    from fints_agent.engine import PreparedTurn, TurnRequest, _RowTrackers
 
     specs = to_tool_specs(WEATHER_TOOLS[:1])
     text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
@@ -470,6 +477,35 @@ def test_tool_scale_steers_the_tool_name_only_so_much(mode: str) -> None:
     assert all(f == s for f, s in zip(full, scaled, strict=True) if s != 0.25)
     assert all(full[i] == 1.0 for i in range(len(text)) if scaled[i] == 0.25)
     assert "celsius" in "".join(text[i] for i in range(len(text)) if scaled[i] == 1.0)
+
+
+@pytest.mark.parametrize("mode", ["all", "choices", "decisions"])
+def test_value_vector_replaces_the_vector_at_enum_values_only(mode: str) -> None:
+    """With a value vector (``vectors="split"``), enum values get it and not the vector."""
+    from memory_fixtures import WEATHER_TOOLS
+
+    from fints_agent.calls import render_call, to_tool_specs
+    from fints_agent.engine import PreparedTurn, TurnRequest, _gate_values, _RowTrackers
+    from fints_agent.steering import SteeringVector
+
+    value = SteeringVector.zeros("m", layers=[0], sites=("mlp",), d_model=4)
+    specs = to_tool_specs(WEATHER_TOOLS[:1])
+    text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
+
+    def gates(value_vector: SteeringVector | None) -> list[tuple[float, float]]:
+        turn = PreparedTurn(
+            TurnRequest(messages=[]), "", None, specs, None, {}, True, 0, mode, 1.0, value_vector
+        )
+        rows = _RowTrackers([specs])
+        return [_gate_values(turn, rows.at(0, text[:i])) for i in range(len(text))]
+
+    plain, split = gates(None), gates(value)
+    assert all(v == 0.0 for _, v in plain)
+    on_value = "".join(text[i] for i in range(len(text)) if split[i][1] == 1.0)
+    assert on_value == ' "celsius"'
+    assert all(split[i][0] == 0.0 for i in range(len(text)) if split[i][1] == 1.0)
+    # Everywhere else the first channel is what it is without a value vector.
+    assert all(s[0] == p[0] for s, p in zip(split, plain, strict=True) if s[1] == 0.0)
 
 
 def test_contrasted_tool_steering_follows_the_retrieved_trajectories(tmp_path: Path) -> None:
@@ -512,6 +548,53 @@ def test_contrasted_tool_steering_follows_the_retrieved_trajectories(tmp_path: P
         assert engine.prepare(TurnRequest(msg, specs, user_id="ann")).tool_scale == 1.0
     with pytest.raises(ValueError):
         SteeringConfig(tool_steering="sometimes")  # type: ignore[arg-type]
+
+
+def test_split_memory_steers_values_with_its_value_vector(tiny_dir: Path, tmp_path: Path) -> None:
+    """A ``vectors="split"`` memory gives the turn a value vector, scaled by
+    ``value_coefficient``; a batch mixing such a row and an unsteered one gives each row the
+    text it gets alone."""
+    import torch
+    from memory_fixtures import WEATHER_TOOLS, make_memory, user_msg
+
+    from fints_agent.calls import to_tool_specs
+    from fints_agent.config import SteeringConfig
+    from fints_agent.engine import TurnEngine, TurnRequest
+    from fints_agent.models import load_model
+    from fints_agent.steering import SteeringVector
+
+    memory = make_memory(tmp_path / "store", vectors="split", lm=load_model(str(tiny_dir)))
+    lay = memory.layout
+
+    def const(x: float) -> SteeringVector:
+        shape = (len(lay.layers), len(lay.sites), lay.d_model)
+        return SteeringVector(torch.full(shape, x), lay.layers, lay.sites, lay.model_fingerprint)  # type: ignore[arg-type]
+
+    msg = user_msg("weather in oslo")
+    chosen = {"name": "get_weather", "arguments": {"city": "Oslo", "units": "celsius"}}
+    memory.record_vector("ann", msg, WEATHER_TOOLS, chosen, const(0.5), value_vector=const(2.0))
+    specs = to_tool_specs(WEATHER_TOOLS)
+    cfg = SteeringConfig(gate="all", coefficient=4.0, value_coefficient=1.0, layers=[0, 1])
+    engine = TurnEngine(memory.lm, memory, cfg)
+    ann = TurnRequest(msg, specs, tool_choice="any", user_id="ann", max_new_tokens=80)
+    nobody = TurnRequest(msg, specs, tool_choice="any", user_id="zed", max_new_tokens=80)
+    prepared = engine.prepare(ann)
+    assert prepared.vector is not None and prepared.value_vector is not None
+    assert prepared.gated  # the value positions must be told apart even with gate "all"
+    assert prepared.value_vector.layers == (0, 1)
+    torch.testing.assert_close(
+        prepared.value_vector.tensor, torch.full_like(prepared.vector.tensor, 0.5)
+    )
+    assert engine.prepare(nobody).value_vector is None
+    together = engine.complete_batch([ann, nobody])
+    alone = [engine.complete_batch([r])[0] for r in (ann, nobody)]
+    assert [r.text for r in together] == [r.text for r in alone]
+    assert all(r.calls for r in together), [(r.text, r.invalid_calls) for r in together]
+    engine.config = cfg.model_copy(update={"value_coefficient": None})
+    torch.testing.assert_close(
+        engine.prepare(ann).value_vector.tensor,  # type: ignore[union-attr]
+        torch.full_like(prepared.vector.tensor, 2.0),
+    )
 
 
 def test_repeat_scope_follows_free_text_values_incrementally() -> None:

@@ -563,6 +563,25 @@ def test_tune_answers_dev_turns_with_copying_when_asked(records: list[PersonalRe
         assert engine.requests and {r.copy_strings for r in engine.requests} == {copy}
 
 
+def test_tune_scales_the_value_vector_of_split_memories_only(
+    records: list[PersonalRecord],
+) -> None:
+    from fints_agent.config import SteeringConfig
+    from fints_agent.eval.tune import search_steps
+
+    step = dict(search_steps(30))["value_coefficient"]
+    assert step(SteeringConfig()) == []
+    assert [u["value_coefficient"] for u in step(SteeringConfig(vectors="split"))] == [
+        0.25,
+        0.5,
+        1.0,
+        2.0,
+    ]
+    result = _fake_tune(records, start=SteeringConfig(vectors="split"), steps=["value_coefficient"])
+    assert [row["value_coefficient"] for row in result["table"]] == [None, 0.25, 0.5, 1.0, 2.0]
+    assert result["best"]["vectors"] == "split"
+
+
 # --------------------------------------------------------------------------------------------
 # BFCL driving
 # --------------------------------------------------------------------------------------------

@@ -242,6 +242,46 @@ def test_demonstration_memory_stores_demonstration_vectors(tmp_path: Path) -> No
         make_memory(tmp_path, new_prefix(), vectors="mean")
 
 
+def test_split_memory_keeps_both_vectors_and_retrieves_them_apart(tmp_path: Path) -> None:
+    """``vectors="split"``: each trajectory keeps its contrastive and its demonstration vector;
+    a retrieval mixes both with the same weights and returns them as vector and value vector."""
+    prefix = new_prefix()
+    split = make_memory(tmp_path, prefix, vectors="split")
+    contrast = make_memory(tmp_path, new_prefix())
+    demo = make_memory(tmp_path, new_prefix(), vectors="demonstration")
+    items = []
+    for i, (units, other) in enumerate((("celsius", "fahrenheit"), ("fahrenheit", "celsius"))):
+        item = weather_item("alice", i, units)
+        rejected = {
+            "name": "get_weather",
+            "arguments": {**item["chosen"]["arguments"], "units": other},
+        }
+        items.append({**item, "rejected": [rejected]})
+    for memory in (split, contrast, demo):
+        memory.record_many(items, progress=False)
+    assert split.layout.parts == 2
+    assert split.layout.vector_dim == 2 * contrast.layout.vector_dim
+    msg = user_msg("weather in Oslo please")
+    got, c, d = (m.retrieve("alice", msg, WEATHER_TOOLS) for m in (split, contrast, demo))
+    assert got.weights == pytest.approx(c.weights)
+    assert got.vector is not None and got.value_vector is not None
+    assert c.vector is not None and d.vector is not None and c.value_vector is None
+    torch.testing.assert_close(got.vector.tensor, c.vector.tensor, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.value_vector.tensor, d.vector.tensor, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(got.vector.tensor, got.value_vector.tensor)
+    # A vector recorded from elsewhere needs its value vector on a split store, only there.
+    item = weather_item("bob", 0)
+    args = ("bob", item["messages"], WEATHER_TOOLS, item["chosen"], c.vector)
+    with pytest.raises(VectorMismatchError, match="2 vector"):
+        split.record_vector(*args)
+    with pytest.raises(VectorMismatchError, match="1 vector"):
+        contrast.record_vector(*args, value_vector=d.vector)
+    tid = split.record_vector(*args, value_vector=d.vector)
+    torch.testing.assert_close(split.get_vector("bob", tid).tensor, c.vector.tensor)
+    with pytest.raises(StoreLayoutError, match="vectors"):
+        make_memory(tmp_path, prefix)  # a contrast memory on a split store
+
+
 def test_other_model_and_other_embedder_are_refused(store_location: str) -> None:
     prefix = new_prefix()
     memory = make_memory(store_location, prefix)

@@ -204,6 +204,35 @@ def test_gate_switches_rows_off() -> None:
     assert not torch.allclose(gated[1], base[1])
 
 
+def test_channels_are_gated_separately() -> None:
+    """A row of two channels steers with each channel's vector as far as its gate says."""
+    lm = tiny_lm("llama")
+    ids = torch.tensor([_ids(lm, PROMPTS[0])] * 2)
+    a, b = _random_vector(lm, [0, 1], seed=1), _random_vector(lm, [0, 1], seed=2)
+
+    def logits(vectors, gate=None):
+        with torch.no_grad(), steer(lm, vectors, coefficients=2.0) as h:
+            if gate is not None:
+                h.set_gate(torch.tensor(gate))
+            return lm.model(input_ids=ids).logits
+
+    both = [(a, b), (a, b)]
+    torch.testing.assert_close(logits(both, [[1.0, 0.0], [0.0, 1.0]])[0], logits(a)[0])
+    torch.testing.assert_close(logits(both, [[1.0, 0.0], [0.0, 1.0]])[1], logits(b)[1])
+    torch.testing.assert_close(
+        logits(both, [[0.5, 0.5], [1.0, 1.0]])[0], logits((a + b) * 0.5)[0], atol=1e-5, rtol=1e-5
+    )
+    # Without a gate, or with one per row, the channels add up.
+    torch.testing.assert_close(logits(both), logits(a + b), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(logits(both, [0.0, 1.0])[1], logits(a + b)[1], atol=1e-5, rtol=1e-5)
+    # A bare vector next to channel rows is its first channel.
+    torch.testing.assert_close(logits([a, (None, b)], [[1.0, 1.0], [1.0, 1.0]])[0], logits(a)[0])
+    with steer(lm, both) as h, pytest.raises(ValueError, match="gate must have shape"):
+        h.set_gate(torch.ones(2, 3))
+    with pytest.raises(ValueError, match="channels"), steer(lm, [(a, b), (a, b, a)]):
+        pass
+
+
 def test_no_captured_tensor_changed_in_place() -> None:
     lm = tiny_lm("llama")
     found = find_sites(lm.model)

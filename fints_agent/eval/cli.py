@@ -263,7 +263,7 @@ def add_eval_commands(subparsers: Any) -> None:
     )
     personal.add_argument(
         "--vectors",
-        choices=("contrast", "demonstration"),
+        choices=("contrast", "demonstration", "split"),
         default=None,
         help="how history vectors are computed (default: the steering configuration's)",
     )
@@ -334,7 +334,7 @@ def add_eval_commands(subparsers: Any) -> None:
     )
     tune.add_argument(
         "--vectors",
-        choices=("contrast", "demonstration"),
+        choices=("contrast", "demonstration", "split"),
         default=None,
         help="how history vectors are computed (default: the steering configuration's)",
     )

@@ -57,6 +57,7 @@ class _FixedRetrieval:
     similarities: list[float] = field(default_factory=list)
     examples: list[tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
     tool_share: float = 1.0
+    value_vector: SteeringVector | None = None
 
 
 class FixedVectorMemory:

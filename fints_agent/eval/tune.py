@@ -10,9 +10,10 @@ configuration can select from them). A coordinate search then evaluates ``steer`
 2. coefficient, 3. layer band (all, early, middle, late, early+middle, middle+late),
 4. sites (attention, MLP, both), 5. coefficient again around the best, 6. gate (``all``,
 ``choices`` or ``decisions``), 7. canonical tool names and enum values, alone and with the
-``decisions`` gate at stronger coefficients, 8. tool steering (always, or only as far as the
-retrieved trajectories contrast the tool), 9. top-k, 10. softmax temperature, 11. similarity
-threshold below which a past trajectory is not used, 12. recency half-life.
+``decisions`` gate at stronger coefficients, 8. the scale of the demonstration vector at
+argument values (``vectors="split"`` only), 9. tool steering (always, or only as far as the
+retrieved trajectories contrast the tool), 10. top-k, 11. softmax temperature, 12. similarity
+threshold below which a past trajectory is not used, 13. recency half-life.
 
 The objective is ``steer.function_acc + steer.call_acc + rag+steer.call_acc`` on the dev set.
 Test records are never read: they are dropped before anything else happens (checked).
@@ -186,6 +187,11 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
             for c in (2.0, 4.0, 6.0)
         ]
 
+    def value_coefficient(cfg: SteeringConfig) -> list[dict[str, Any]]:
+        if cfg.vectors != "split":
+            return []
+        return [{"value_coefficient": v} for v in (0.25, 0.5, 1.0, 2.0)]
+
     def tool_steering(_: SteeringConfig) -> list[dict[str, Any]]:
         return [{"tool_steering": t} for t in ("always", "contrasted")]
 
@@ -212,6 +218,7 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
         ("coefficient_refine", refine),
         ("gate", gate),
         ("decisions", decisions),
+        ("value_coefficient", value_coefficient),
         ("tool_steering", tool_steering),
         ("k", top_k),
         ("temperature", temperature),
@@ -367,6 +374,7 @@ def tune(
                 "layers": _band_name(cfg.layers, num_layers),
                 "sites": "+".join(cfg.sites),
                 "coefficient": cfg.coefficient,
+                "value_coefficient": cfg.value_coefficient,
                 "gate": cfg.gate,
                 "steer_prompt": cfg.steer_prompt,
                 "k": cfg.k,

@@ -1,14 +1,16 @@
 """Per-user trajectory memory: record tool calls with their steering vectors, retrieve per turn.
 
 Recording a trajectory (a request, the tools offered, the call the user accepted and the calls
-they rejected) stores its retrieval embedding and its contrastive steering vector, computed on
+they rejected) stores its retrieval embedding and its steering vector (contrastive by default;
+see ``vectors`` of :class:`Memory` for the other kinds), computed on
 exactly the prompt the model sees at inference (:class:`fints_agent.prompting.PromptRenderer`),
 with chosen and rejected calls serialized by the same function. Without rejected calls,
 negatives are built as described in :mod:`fints_agent.memory.negatives`.
 
 At each turn, :meth:`Memory.retrieve` embeds the request, finds the user's top-k most similar
 past trajectories, weights them with ``softmax(similarity / T)`` (or a plain mean, optionally
-times a recency decay) and sums their vectors into one :class:`SteeringVector`. It returns the
+times a recency decay) and sums their vectors into one :class:`SteeringVector` (a
+``vectors="split"`` memory sums both of its vectors, with the same weights). It returns the
 weights, similarities and ids (why it steered) and the retrieved requests and calls (for
 retrieval-augmented prompting). A user with no history, or whose best match is below
 ``min_similarity``, gets no vector (or a given fallback).
@@ -103,7 +105,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VECTOR_KINDS: tuple[str, ...] = ("contrast", "demonstration")
+VECTOR_KINDS: tuple[str, ...] = ("contrast", "demonstration", "split")
 """How a memory computes trajectories' steering vectors (see :class:`Memory`)."""
 
 
@@ -114,6 +116,8 @@ class Retrieval:
     Attributes:
         user_id: The user.
         vector: The aggregated vector (``None``: do not steer), or the fallback.
+        value_vector: For a ``vectors="split"`` memory, the aggregated demonstration vector,
+            which steers argument values while ``vector`` steers the rest (``None``: none).
         trajectory_ids: Ids of the trajectories mixed, highest weight first.
         weights: Their weights (sum to 1).
         similarities: Their cosine similarities to the request.
@@ -140,6 +144,7 @@ class Retrieval:
     fallback: bool = False
     examples: list[tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
     tool_contrasts: list[bool | None] = field(default_factory=list)
+    value_vector: SteeringVector | None = None
 
     def __post_init__(self) -> None:
         if not self.examples:
@@ -236,7 +241,9 @@ class Memory(Recording):
             :mod:`~fints_agent.steering.contrast`) or ``"demonstration"`` (the decision
             position with the chosen call shown as a worked example minus with a rejected one
             shown, :mod:`~fints_agent.steering.demonstration`; two prompt passes per rejected
-            call). A store keeps one kind.
+            call) or ``"split"`` (both: the contrastive vector steers the tool name, the
+            demonstration vector enum, boolean and null argument values; see
+            :attr:`Retrieval.value_vector`). A store keeps one kind.
         k: Default number of trajectories mixed per turn.
         temperature: Default softmax temperature.
         weighting: Default weighting, ``"softmax"`` or ``"mean"``.
@@ -269,7 +276,7 @@ class Memory(Recording):
         batch_size: int = 8,
         skip_shared_prefix: bool = False,
         skip_shared_suffix: bool = False,
-        vectors: Literal["contrast", "demonstration"] = "contrast",
+        vectors: Literal["contrast", "demonstration", "split"] = "contrast",
         k: int = 5,
         temperature: float = 0.1,
         weighting: Weighting = "softmax",
@@ -355,12 +362,22 @@ class Memory(Recording):
         return current
 
     def _to_vector(self, flat: np.ndarray) -> SteeringVector:
+        """The first part of a flat vector (the contrastive one of a split store)."""
+        return self._to_vectors(flat)[0]
+
+    def _to_vectors(self, flat: np.ndarray) -> list[SteeringVector]:
+        """Every part of a flat vector (see :attr:`StoreLayout.parts`)."""
         import torch
 
-        vector = SteeringVector.from_flat(torch.from_numpy(flat), self.layout.vector_header())
-        if vector.layers != self.layers or vector.sites != self.sites:
-            vector = vector.select(self.layers, self.sites)
-        return vector
+        out = []
+        for part in np.split(flat, self.layout.parts):
+            vector = SteeringVector.from_flat(
+                torch.from_numpy(np.ascontiguousarray(part)), self.layout.vector_header()
+            )
+            if vector.layers != self.layers or vector.sites != self.sites:
+                vector = vector.select(self.layers, self.sites)
+            out.append(vector)
+        return out
 
     # -- retrieval ------------------------------------------------------------------------------
     def _vectors(self, user_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -547,11 +564,13 @@ class Memory(Recording):
         )
         picked = [candidates[i] for i in keep]
         summed = aggregate_flat([flats[c.id] for c in picked], weights)
-        vector = self._to_vector(summed)
-        vector = vector.like(vector.tensor, kind="aggregate", n=len(picked))
+        parts = [
+            v.like(v.tensor, kind="aggregate", n=len(picked)) for v in self._to_vectors(summed)
+        ]
         return Retrieval(
             user_id=user_id,
-            vector=vector,
+            vector=parts[0],
+            value_vector=parts[1] if len(parts) > 1 else None,
             trajectory_ids=[c.id for c in picked],
             weights=[float(w) for w in weights],
             similarities=[float(sims[i]) for i in keep],
@@ -592,7 +611,7 @@ class Memory(Recording):
         return self.store.get(user_id, include_superseded=include_superseded, limit=limit)
 
     def get_vector(self, user_id: str, trajectory_id: str) -> SteeringVector:
-        """One trajectory's steering vector.
+        """One trajectory's steering vector (of a split memory, its contrastive vector).
 
         Raises:
             UnknownTrajectoryError: The user has no such trajectory.

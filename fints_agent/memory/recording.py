@@ -282,14 +282,17 @@ class Recording:
                     choices=call_choices(p.chosen, spec),
                     supersedes=sup,
                     embedding=emb,
-                    vector=vec.tensor.numpy().reshape(-1),
+                    vector=vec,
                 )
             )
         self.store.add(records)
         return [r.id for r in records]
 
-    def _steering_vectors(self, items: list[_Prepared], negatives: list[list[Call]]) -> list[Any]:
-        """The steering vectors of a chunk of trajectories, by the memory's ``vectors`` kind."""
+    def _steering_vectors(
+        self, items: list[_Prepared], negatives: list[list[Call]]
+    ) -> list[np.ndarray]:
+        """The flat steering vectors of a chunk of trajectories, by the memory's ``vectors``
+        kind (a split memory's: the contrastive vector, then the demonstration vector)."""
         from fints_agent.prompting import format_examples
         from fints_agent.steering.contrast import contrastive_vectors
         from fints_agent.steering.demonstration import demonstration_vectors
@@ -305,33 +308,43 @@ class Recording:
         ]
         layers = list(self.layout.layers)
         sites = self.layout.sites
-        if self.vectors == "demonstration":
+        parts = []
+        if self.vectors in ("contrast", "split"):
+            parts.append(
+                contrastive_vectors(
+                    self.lm,
+                    [self.renderer.render_prompt(p.messages, p.tools) for p in items],
+                    chosen,
+                    rejected,
+                    layers,
+                    sites,  # type: ignore[arg-type]
+                    batch_size=self.batch_size,
+                    skip_shared_prefix=self.skip_shared_prefix,
+                    skip_shared_suffix=self.skip_shared_suffix,
+                )
+            )
+        if self.vectors in ("demonstration", "split"):
 
             def shown(p: _Prepared, call: Call) -> str:
                 examples = format_examples([(p.messages, call.as_dict())], p.specs)
                 return str(self.renderer.render_prompt(p.messages, p.tools, examples=examples))
 
-            return demonstration_vectors(
-                self.lm,
-                [shown(p, p.chosen) for p in items],
-                [[shown(p, c) for c in n] for p, n in zip(items, negatives, strict=True)],
-                chosen,
-                rejected,
-                layers,
-                sites,  # type: ignore[arg-type]
-                batch_size=self.batch_size,
+            parts.append(
+                demonstration_vectors(
+                    self.lm,
+                    [shown(p, p.chosen) for p in items],
+                    [[shown(p, c) for c in n] for p, n in zip(items, negatives, strict=True)],
+                    chosen,
+                    rejected,
+                    layers,
+                    sites,  # type: ignore[arg-type]
+                    batch_size=self.batch_size,
+                )
             )
-        return contrastive_vectors(
-            self.lm,
-            [self.renderer.render_prompt(p.messages, p.tools) for p in items],
-            chosen,
-            rejected,
-            layers,
-            sites,  # type: ignore[arg-type]
-            batch_size=self.batch_size,
-            skip_shared_prefix=self.skip_shared_prefix,
-            skip_shared_suffix=self.skip_shared_suffix,
-        )
+        return [
+            np.concatenate([v.tensor.numpy().reshape(-1) for v in row])
+            for row in zip(*parts, strict=True)
+        ]
 
     def record(
         self,
@@ -417,20 +430,31 @@ class Recording:
         rejected_calls: Sequence[Any] = (),
         *,
         created_at: float | None = None,
+        value_vector: SteeringVector | None = None,
     ) -> str:
         """Record a trajectory with a vector computed elsewhere; returns its id.
 
+        ``value_vector`` is the demonstration vector a ``vectors="split"`` memory also keeps
+        (required there, refused elsewhere).
+
         Raises:
-            VectorMismatchError: The vector is of another model, or its layers, sites or width
-                differ from the store's.
+            VectorMismatchError: A vector is of another model, or its layers, sites or width
+                differ from the store's, or ``value_vector`` is missing or not wanted.
             MemoryInputError: Bad request or calls (as :meth:`record`).
         """
-        vector.check_model(self.lm.fingerprint, self.lm.num_layers, self.lm.d_model)
-        if vector.layers != self.layout.layers or vector.sites != self.layout.sites:
+        parts = [vector] if value_vector is None else [vector, value_vector]
+        if len(parts) != self.layout.parts:
             raise VectorMismatchError(
-                f"vector has layers {vector.layers} and sites {vector.sites}; the store holds "
-                f"layers {self.layout.layers} and sites {self.layout.sites}"
+                f"the store keeps {self.layout.parts} vector(s) per trajectory "
+                f"({self.layout.vectors!r}), {len(parts)} given"
             )
+        for v in parts:
+            v.check_model(self.lm.fingerprint, self.lm.num_layers, self.lm.d_model)
+            if v.layers != self.layout.layers or v.sites != self.layout.sites:
+                raise VectorMismatchError(
+                    f"vector has layers {v.layers} and sites {v.sites}; the store holds "
+                    f"layers {self.layout.layers} and sites {self.layout.sites}"
+                )
         p = self._prepare(
             TrajectoryInput(
                 user_id,
@@ -457,7 +481,7 @@ class Recording:
             negatives="given" if p.rejected else "external",
             choices=call_choices(p.chosen, spec),
             embedding=emb,
-            vector=vector.tensor.numpy().reshape(-1),
+            vector=np.concatenate([v.tensor.numpy().reshape(-1) for v in parts]),
         )
         self.store.add([record])
         return record.id

@@ -125,8 +125,8 @@ class StoreLayout:
         d_model: Width of each direction.
         embedder: Name of the retrieval embedder.
         embed_dim: Width of a retrieval embedding.
-        vectors: How the steering vectors were computed (``"contrast"`` or
-            ``"demonstration"``, see :class:`~fints_agent.memory.Memory`).
+        vectors: How the steering vectors were computed (``"contrast"``,
+            ``"demonstration"`` or ``"split"``, see :class:`~fints_agent.memory.Memory`).
     """
 
     model_fingerprint: str
@@ -138,9 +138,15 @@ class StoreLayout:
     vectors: str = "contrast"
 
     @property
+    def parts(self) -> int:
+        """Steering vectors per trajectory: 2 for ``"split"`` (the contrastive vector, then
+        the demonstration vector), else 1."""
+        return 2 if self.vectors == "split" else 1
+
+    @property
     def vector_dim(self) -> int:
-        """Number of floats of one flat vector."""
-        return len(self.layers) * len(self.sites) * self.d_model
+        """Number of floats of one flat vector (all its parts)."""
+        return self.parts * len(self.layers) * len(self.sites) * self.d_model
 
     def vector_header(self) -> dict[str, Any]:
         """The header :meth:`SteeringVector.from_flat` needs."""
@@ -564,8 +570,8 @@ class TrajectoryStore:
             if np.asarray(r.vector).size != layout.vector_dim:
                 raise StoreLayoutError(
                     f"trajectory {r.id}: vector of {np.asarray(r.vector).size} values, the store "
-                    f"holds {layout.vector_dim} ({len(layout.layers)} layers x "
-                    f"{len(layout.sites)} sites x {layout.d_model})"
+                    f"holds {layout.vector_dim} ({layout.parts} x {len(layout.layers)} layers "
+                    f"x {len(layout.sites)} sites x {layout.d_model})"
                 )
             if np.asarray(r.embedding).size != layout.embed_dim:
                 raise StoreLayoutError(

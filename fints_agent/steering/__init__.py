@@ -3,7 +3,7 @@
 from fints_agent.steering.capture import capture_answer_means
 from fints_agent.steering.contrast import contrastive_vectors
 from fints_agent.steering.demonstration import demonstration_vectors
-from fints_agent.steering.inject import Coefficients, SteeringHandle, steer
+from fints_agent.steering.inject import Coefficients, SteeringHandle, SteeringRow, steer
 from fints_agent.steering.layers import (
     SITES,
     LayerSites,
@@ -21,6 +21,7 @@ __all__ = [
     "Site",
     "SiteLayout",
     "SteeringHandle",
+    "SteeringRow",
     "SteeringVector",
     "UnknownLayoutError",
     "VectorMismatchError",
