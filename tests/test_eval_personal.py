@@ -627,6 +627,9 @@ def test_bfcl_requests_and_batched_prediction() -> None:
     vector = _zero_vector()
     retrieval = FixedVectorMemory(vector, "mean:u01").retrieve("x", [], None)
     assert retrieval.vector is vector and retrieval.trajectory_ids == ["mean:u01"]
+    assert retrieval.value_vector is None
+    split = FixedVectorMemory(vector, "mean:u01", value_vector=vector * 2.0)
+    assert split.retrieve("x", [], None).value_vector is split.value_vector
 
 
 def _zero_vector() -> Any:

@@ -269,6 +269,17 @@ def test_split_memory_keeps_both_vectors_and_retrieves_them_apart(tmp_path: Path
     torch.testing.assert_close(got.vector.tensor, c.vector.tensor, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got.value_vector.tensor, d.vector.tensor, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(got.vector.tensor, got.value_vector.tensor)
+    # Population means: of the first vectors, or of the value vectors (split memories only).
+    means = [split.population_mean(), split.population_mean(value=True)]
+    assert all(m is not None for m in means)
+    torch.testing.assert_close(
+        means[0].tensor,  # type: ignore[union-attr]
+        contrast.population_mean().tensor,  # type: ignore[union-attr]
+        atol=1e-5,
+        rtol=1e-4,
+    )
+    assert not torch.allclose(means[0].tensor, means[1].tensor)  # type: ignore[union-attr]
+    assert contrast.population_mean(value=True) is None
     # A vector recorded from elsewhere needs its value vector on a split store, only there.
     item = weather_item("bob", 0)
     args = ("bob", item["messages"], WEATHER_TOOLS, item["chosen"], c.vector)

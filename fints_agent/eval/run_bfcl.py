@@ -66,11 +66,19 @@ class FixedVectorMemory:
     Args:
         vector: The vector to steer every turn with.
         label: The id reported as the (only) trajectory that steered.
+        value_vector: The value vector of every turn (see
+            :attr:`fints_agent.memory.Retrieval.value_vector`), if any.
     """
 
-    def __init__(self, vector: SteeringVector, label: str = "fixed") -> None:
+    def __init__(
+        self,
+        vector: SteeringVector,
+        label: str = "fixed",
+        value_vector: SteeringVector | None = None,
+    ) -> None:
         self.vector = vector
         self.label = label
+        self.value_vector = value_vector
 
     def retrieve(
         self,
@@ -84,7 +92,9 @@ class FixedVectorMemory:
         recency_half_life: float | None = None,
     ) -> _FixedRetrieval:
         """The fixed vector, whatever the request."""
-        return _FixedRetrieval(self.vector, [self.label], [1.0], [1.0])
+        return _FixedRetrieval(
+            self.vector, [self.label], [1.0], [1.0], value_vector=self.value_vector
+        )
 
 
 def bfcl_request(case: BfclCase, *, steer: bool = False) -> TurnRequest:
@@ -246,7 +256,8 @@ def user_mean_vector(
     *,
     embedder: str | Embedder = "minilm",
     progress: bool = True,
-) -> tuple[SteeringVector, int]:
+    vectors: str = "contrast",
+) -> tuple[SteeringVector, SteeringVector | None, int]:
     """The mean steering vector over one user's history trajectories.
 
     The user's history records are recorded into a fresh temporary memory and their vectors
@@ -258,9 +269,10 @@ def user_mean_vector(
         user_id: The user.
         embedder: Retrieval embedder of the temporary memory.
         progress: Show a progress bar while recording.
+        vectors: The kind of vectors recorded (:data:`fints_agent.memory.VECTOR_KINDS`).
 
     Returns:
-        ``(vector, number of trajectories)``.
+        ``(vector, value vector (split vectors only, else None), number of trajectories)``.
 
     Raises:
         ValueError: The user has no history records.
@@ -270,12 +282,13 @@ def user_mean_vector(
     history = [r for r in records if r.user_id == user_id and r.split == "history"]
     if not history:
         raise ValueError(f"user {user_id!r} has no history records in the dataset")
-    with temporary_memory(lm, embedder=embedder) as memory:
+    with temporary_memory(lm, embedder=embedder, vectors=vectors) as memory:
         ingest_history(memory, history, progress=progress)
         vector = memory.population_mean()
+        value_vector = memory.population_mean(value=True)
     if vector is None:  # pragma: no cover - a recorded user always has vectors
         raise ValueError(f"no vectors recorded for user {user_id!r}")
-    return vector, len(history)
+    return vector, value_vector, len(history)
 
 
 def run_bfcl_no_harm(
@@ -312,11 +325,14 @@ def run_bfcl_no_harm(
     from fints_agent.engine import TurnEngine
 
     cfg = config or SteeringConfig.for_model(lm.fingerprint)
-    vector, n_traj = user_mean_vector(lm, records, user_id, embedder=embedder, progress=progress)
+    vector, value_vector, n_traj = user_mean_vector(
+        lm, records, user_id, embedder=embedder, progress=progress, vectors=cfg.vectors
+    )
     cases = load_bfcl(category, limit)
     began = time.perf_counter()
     plain = TurnEngine(lm, None, cfg)
-    steered = TurnEngine(lm, FixedVectorMemory(vector, f"mean:{user_id}"), cfg)
+    memory = FixedVectorMemory(vector, f"mean:{user_id}", value_vector)
+    steered = TurnEngine(lm, memory, cfg)
     reports = {}
     for name, engine, steer in (("unsteered", plain, False), ("steered", steered, True)):
         calls, latency, tokens = predict_bfcl(

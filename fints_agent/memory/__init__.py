@@ -581,11 +581,14 @@ class Memory(Recording):
             tool_contrasts=[c.contrasts_tool for c in picked],
         )
 
-    def population_mean(self, *, max_trajectories: int = 2000) -> SteeringVector | None:
+    def population_mean(
+        self, *, max_trajectories: int = 2000, value: bool = False
+    ) -> SteeringVector | None:
         """The mean vector over (up to ``max_trajectories``) trajectories of all users.
 
         A fallback for users without history: ``retrieve(..., fallback=memory.population_mean())``
-        (compute it once and keep it; it reads many vectors).
+        (compute it once and keep it; it reads many vectors). With ``value``, the mean of a
+        ``vectors="split"`` memory's value vectors instead (``None`` for other kinds).
         """
         total: np.ndarray | None = None
         n = 0
@@ -598,10 +601,9 @@ class Memory(Recording):
                 n += 1
             if n >= max_trajectories:
                 break
-        if total is None or n == 0:
-            return None
-        mean = self._to_vector((total / n).astype(np.float32))
-        return mean.like(mean.tensor, kind="population_mean", n=n)
+        parts = self._to_vectors((total / n).astype(np.float32)) if total is not None else []
+        mean = parts[1 if value else 0] if len(parts) > int(value) else None
+        return None if mean is None else mean.like(mean.tensor, kind="population_mean", n=n)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def list_trajectories(
