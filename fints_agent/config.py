@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from fints_agent.models import cache_dir
 
-__all__ = ["SteeringConfig"]
+__all__ = ["VECTOR_KINDS", "SteeringConfig", "VectorKind"]
 
 _PRESETS = Path(__file__).resolve().parent / "presets"
+
+VectorKind = Literal["contrast", "demonstration", "split"]
+"""How a memory computes trajectories' steering vectors (see :class:`SteeringConfig`)."""
+
+VECTOR_KINDS: tuple[str, ...] = get_args(VectorKind)
+"""Every :data:`VectorKind`."""
 
 
 class SteeringConfig(BaseModel):
@@ -75,7 +81,7 @@ class SteeringConfig(BaseModel):
     recency_half_life: float | None = None
     canonical_choices: bool = False
     tool_steering: Literal["always", "contrasted"] = "always"
-    vectors: Literal["contrast", "demonstration", "split"] = "contrast"
+    vectors: VectorKind = "contrast"
     value_coefficient: float | None = None
 
     @staticmethod

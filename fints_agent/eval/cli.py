@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fints_agent.config import VECTOR_KINDS
+
 __all__ = ["add_eval_commands", "set_threads"]
 
 
@@ -263,7 +265,7 @@ def add_eval_commands(subparsers: Any) -> None:
     )
     personal.add_argument(
         "--vectors",
-        choices=("contrast", "demonstration", "split"),
+        choices=VECTOR_KINDS,
         default=None,
         help="how history vectors are computed (default: the steering configuration's)",
     )
@@ -334,7 +336,7 @@ def add_eval_commands(subparsers: Any) -> None:
     )
     tune.add_argument(
         "--vectors",
-        choices=("contrast", "demonstration", "split"),
+        choices=VECTOR_KINDS,
         default=None,
         help="how history vectors are computed (default: the steering configuration's)",
     )

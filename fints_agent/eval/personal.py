@@ -745,11 +745,11 @@ def run_personal(
     needs_memory = method != "zero-shot"
     if lm is None and (method != "knn" or memory is None):
         raise ValueError(f"method {method!r} needs a model")
-    vectors = "contrast"
-    if lm is not None:
+    if lm is not None and config is None:
         from fints_agent.config import SteeringConfig
 
-        vectors = (config or SteeringConfig.for_model(lm.fingerprint)).vectors
+        config = SteeringConfig.for_model(lm.fingerprint)
+    vectors = config.vectors if config is not None else "contrast"
     with _memory_scope(lm, memory, needs_memory, embedder, vectors) as (mem, fresh):
         ingest_s = 0.0
         if fresh and mem is not None:
@@ -812,11 +812,10 @@ def _answer_all(
 
     engine = None
     if method != "knn":
-        from fints_agent.config import SteeringConfig
         from fints_agent.engine import TurnEngine
 
-        assert lm is not None
-        cfg = config or SteeringConfig.for_model(lm.fingerprint)
+        assert lm is not None and config is not None  # run_personal resolves it
+        cfg = config
         if k is not None:
             cfg = cfg.model_copy(update={"k": k})
         engine = (engine_factory or TurnEngine)(lm, memory, cfg)

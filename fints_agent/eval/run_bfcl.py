@@ -284,11 +284,10 @@ def user_mean_vector(
         raise ValueError(f"user {user_id!r} has no history records in the dataset")
     with temporary_memory(lm, embedder=embedder, vectors=vectors) as memory:
         ingest_history(memory, history, progress=progress)
-        vector = memory.population_mean()
-        value_vector = memory.population_mean(value=True)
-    if vector is None:  # pragma: no cover - a recorded user always has vectors
+        means = memory.population_means()
+    if not means:  # pragma: no cover - a recorded user always has vectors
         raise ValueError(f"no vectors recorded for user {user_id!r}")
-    return vector, value_vector, len(history)
+    return means[0], means[1] if len(means) > 1 else None, len(history)
 
 
 def run_bfcl_no_harm(

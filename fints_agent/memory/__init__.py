@@ -40,10 +40,11 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from fints_agent.config import VECTOR_KINDS, VectorKind
 from fints_agent.memory.aggregate import (
     Recency,
     Weighting,
@@ -104,9 +105,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-VECTOR_KINDS: tuple[str, ...] = ("contrast", "demonstration", "split")
-"""How a memory computes trajectories' steering vectors (see :class:`Memory`)."""
 
 
 @dataclass
@@ -276,7 +274,7 @@ class Memory(Recording):
         batch_size: int = 8,
         skip_shared_prefix: bool = False,
         skip_shared_suffix: bool = False,
-        vectors: Literal["contrast", "demonstration", "split"] = "contrast",
+        vectors: VectorKind = "contrast",
         k: int = 5,
         temperature: float = 0.1,
         weighting: Weighting = "softmax",
@@ -590,6 +588,13 @@ class Memory(Recording):
         (compute it once and keep it; it reads many vectors). With ``value``, the mean of a
         ``vectors="split"`` memory's value vectors instead (``None`` for other kinds).
         """
+        means = self.population_means(max_trajectories=max_trajectories)
+        index = 1 if value else 0
+        return means[index] if len(means) > index else None
+
+    def population_means(self, *, max_trajectories: int = 2000) -> list[SteeringVector]:
+        """:meth:`population_mean` of every part at once (the vector, then a split memory's
+        value vector); empty without trajectories."""
         total: np.ndarray | None = None
         n = 0
         for user_id in self.store.users():
@@ -601,9 +606,10 @@ class Memory(Recording):
                 n += 1
             if n >= max_trajectories:
                 break
-        parts = self._to_vectors((total / n).astype(np.float32)) if total is not None else []
-        mean = parts[1 if value else 0] if len(parts) > int(value) else None
-        return None if mean is None else mean.like(mean.tensor, kind="population_mean", n=n)
+        if total is None:
+            return []
+        parts = self._to_vectors((total / n).astype(np.float32))
+        return [v.like(v.tensor, kind="population_mean", n=n) for v in parts]
 
     # -- lifecycle ------------------------------------------------------------------------------
     def list_trajectories(

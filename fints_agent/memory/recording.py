@@ -341,10 +341,7 @@ class Recording:
                     batch_size=self.batch_size,
                 )
             )
-        return [
-            np.concatenate([v.tensor.numpy().reshape(-1) for v in row])
-            for row in zip(*parts, strict=True)
-        ]
+        return [_flatten(row) for row in zip(*parts, strict=True)]
 
     def record(
         self,
@@ -481,7 +478,12 @@ class Recording:
             negatives="given" if p.rejected else "external",
             choices=call_choices(p.chosen, spec),
             embedding=emb,
-            vector=np.concatenate([v.tensor.numpy().reshape(-1) for v in parts]),
+            vector=_flatten(parts),
         )
         self.store.add([record])
         return record.id
+
+
+def _flatten(parts: Sequence[SteeringVector]) -> np.ndarray:
+    """A trajectory's vectors as the one flat array the store keeps (see ``StoreLayout.parts``)."""
+    return np.concatenate([v.tensor.numpy().reshape(-1) for v in parts])
