@@ -26,6 +26,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from fints_agent.prefix_cache import PrefixCache
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 """Name of the embedded default model."""
 
@@ -59,6 +61,9 @@ class LoadedModel:
         fingerprint: Identifies the weights; steering vectors of another model are refused.
         load_seconds: Wall time of the load.
         source: ``"gguf"``, ``"cache"`` or ``"hf"``: where the weights came from.
+        prefix_cache: Keys and values of prompt prefixes (system prompt and tools) shared by
+            every turn and recording on this model; ``lm.prefix_cache.max_bytes = 0`` turns it
+            off (see :mod:`fints_agent.prefix_cache`).
     """
 
     name: str
@@ -68,6 +73,7 @@ class LoadedModel:
     load_seconds: float
     source: str
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    prefix_cache: PrefixCache = field(default_factory=PrefixCache, repr=False)
 
     @property
     def device(self) -> torch.device:

@@ -109,6 +109,19 @@ class PromptRenderer:
         )
         return str(text)
 
+    def render_prefix(
+        self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] = ()
+    ) -> str:
+        """The part of the prompt every turn with these system messages and tools shares.
+
+        It is the system section alone (system messages and tools, no examples), rendered by
+        the same template: the prompt of :meth:`render_prompt` starts with it up to where
+        examples or the conversation begin, which is what the model's prefix cache keeps
+        (:mod:`fints_agent.prefix_cache`; the shared length is counted in tokens).
+        """
+        systems = [m for m in messages if m.get("role") == "system"]
+        return self.render_prompt(systems, tools)
+
     def render_call(
         self,
         name: str,

@@ -308,6 +308,7 @@ class Recording:
         ]
         layers = list(self.layout.layers)
         sites = self.layout.sites
+        prefixes = [self.renderer.render_prefix(p.messages, p.tools) for p in items]
         parts = []
         if self.vectors in ("contrast", "split"):
             parts.append(
@@ -321,6 +322,7 @@ class Recording:
                     batch_size=self.batch_size,
                     skip_shared_prefix=self.skip_shared_prefix,
                     skip_shared_suffix=self.skip_shared_suffix,
+                    prefixes=prefixes,
                 )
             )
         if self.vectors in ("demonstration", "split"):
@@ -339,6 +341,7 @@ class Recording:
                     layers,
                     sites,  # type: ignore[arg-type]
                     batch_size=self.batch_size,
+                    prefixes=prefixes,
                 )
             )
         return [_flatten(row) for row in zip(*parts, strict=True)]

@@ -1,8 +1,10 @@
 """Batched capture of answer-token mean activations at attention and MLP outputs.
 
-For each (prompt, answer) pair, one forward pass over ``prompt + answer`` records, at every
+For each (prompt, answer) pair, the forward pass over ``prompt + answer`` records, at every
 chosen layer and site, the mean of the site's output over the answer tokens only. Pairs run in
-padded batches (right padding with an attention mask), never one at a time.
+padded batches, never one at a time, and what pairs share runs once: the prompt prefix from the
+model's prefix cache, then each group's common prefix (a trajectory's prompt and the start its
+answers share), then each pair's own tokens.
 
 Example:
     >>> means = capture_answer_means(lm, ["Q: 2+2?\\nA: "], ["4"], layers=[0, 1])
@@ -11,14 +13,16 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from fints_agent.models import LoadedModel
+from fints_agent.prefix_cache import MIN_PREFIX_TOKENS, PastBatch, body_of, common_prefix
 from fints_agent.steering.layers import SITES, Site, check_layers, check_sites, find_sites
 
 __all__ = ["capture_answer_means"]
@@ -63,13 +67,23 @@ def capture_answer_means(
     batch_size: int = 8,
     answer_offsets: Sequence[int] | None = None,
     answer_tails: Sequence[int] | None = None,
+    groups: Sequence[Hashable] | None = None,
+    prefixes: Sequence[Text | None] | None = None,
 ) -> torch.Tensor:
     """Mean activation over answer tokens, per pair, layer and site.
 
-    Pairs that share a prompt (a chosen answer and its rejected answers) share one prompt pass:
-    prompts run once, left-padded in a batch, and their KV cache is reused by every answer of
-    the prompt, right-padded in a second batch. Only the answer pass is recorded, and the LM
-    head is skipped.
+    Each pair is one sequence, ``prompt + answer``; the mean is over its answer tokens (less
+    ``answer_offsets`` and ``answer_tails``). Nothing is computed twice:
+
+    - Pairs of one group (by default: pairs with the same prompt; a trajectory's chosen and
+      rejected answers, or its prompts with different worked examples) share the longest
+      common prefix of their sequences, which runs once; each pair then runs only the tokens
+      after it, from the shared prefix's KV cache, in a padded batch.
+    - A pair's ``prefixes`` entry (the system prompt and tools, see
+      :meth:`~fints_agent.prompting.PromptRenderer.render_prefix`) comes from the model's
+      prefix cache (:mod:`fints_agent.prefix_cache`), across calls.
+
+    Only the layers and sites asked for are recorded, and the LM head is skipped.
 
     Args:
         lm: The model.
@@ -77,19 +91,23 @@ def capture_answer_means(
         answers: Answer texts or token id lists, one per prompt.
         layers: Decoder layer indices (default: all).
         sites: ``"attn"`` and/or ``"mlp"``.
-        batch_size: Answers per forward pass (a prompt's answers always share a batch).
+        batch_size: Pairs per forward pass (a group's pairs always share a batch).
         answer_offsets: Per pair, how many leading answer tokens to leave out of the mean
             (for example a prefix shared with the rejected answer); default none. At least one
             answer token always remains.
         answer_tails: Per pair, how many trailing answer tokens to leave out of the mean (for
             example a suffix shared with the rejected answer); default none. At least the first
             token after the offset always remains.
+        groups: Per pair, a key; pairs with equal keys share their common prefix's pass
+            (default: the prompt).
+        prefixes: Per pair, the prompt's cacheable prefix (text or ids; ``None``: none).
 
     Returns:
         float32 tensor of shape ``(len(prompts), len(layers), len(sites), d_model)`` on CPU.
 
     Raises:
-        ValueError: Empty batch, zero-token answer, bad site.
+        ValueError: Empty batch, zero-token answer, bad site, or a per-pair list of the wrong
+            length.
         IndexError: Layer index out of range.
     """
     if batch_size < 1:
@@ -102,18 +120,18 @@ def capture_answer_means(
     site_list = list(sites)
     check_sites(site_list)
     tok = lm.tokenizer
-    if len(prompts) == 0:
+    n = len(prompts)
+    if n == 0:
         raise ValueError("empty batch: no (prompt, answer) pairs given")
-    if len(prompts) != len(answers):
-        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    offsets = [0] * len(prompts) if answer_offsets is None else list(answer_offsets)
-    if len(offsets) != len(prompts):
-        raise ValueError(f"{len(offsets)} answer offsets for {len(prompts)} pairs")
-    tails = [0] * len(prompts) if answer_tails is None else list(answer_tails)
-    if len(tails) != len(prompts):
-        raise ValueError(f"{len(tails)} answer tails for {len(prompts)} pairs")
-    # Group the pairs by prompt: each group is one prompt pass and several answers.
-    groups: dict[tuple[int, ...], list[tuple[int, list[int]]]] = {}
+    if len(answers) != n:
+        raise ValueError(f"{n} prompts but {len(answers)} answers")
+    offsets = _per_pair(answer_offsets, n, 0, "answer offsets")
+    tails = _per_pair(answer_tails, n, 0, "answer tails")
+    keys = _per_pair(groups, n, None, "groups")
+    anchors = _per_pair(prefixes, n, None, "prefixes")
+    seqs: list[_Sequence] = []
+    by_group: dict[Hashable, list[int]] = {}
+    anchor_ids: dict[str, list[int]] = {}
     for i, (prompt, answer) in enumerate(zip(prompts, answers, strict=True)):
         a = _ids(tok, answer)
         if not a:
@@ -121,72 +139,151 @@ def capture_answer_means(
         p = _ids(tok, prompt)
         if not p:
             raise ValueError(f"prompt {i} has zero tokens")
-        groups.setdefault(tuple(p), []).append((i, a))
+        first = min(max(0, offsets[i]), len(a) - 1)
+        end = max(first + 1, len(a) - max(0, tails[i]))
+        anchor = anchors[i]
+        cached = 0
+        if anchor is not None:
+            if isinstance(anchor, str):
+                if anchor not in anchor_ids:
+                    anchor_ids[anchor] = _ids(tok, anchor)
+                anchor = anchor_ids[anchor]
+            cached = common_prefix(p, anchor)
+        seqs.append(_Sequence(p + a, len(p) + first, len(p) + end, cached))
+        key = ("prompt", tuple(p)) if keys[i] is None else ("group", keys[i])
+        by_group.setdefault(key, []).append(i)
     modules = [
         (li, si, found.module(layer, site))
         for li, layer in enumerate(layer_list)
         for si, site in enumerate(site_list)
     ]
-    result = torch.zeros(len(prompts), len(layer_list), len(site_list), lm.d_model)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-    body = getattr(lm.model, "base_model", lm.model)  # skips the LM head
-    device = lm.device
-    chunks: list[list[tuple[tuple[int, ...], list[tuple[int, list[int]]]]]] = [[]]
-    for item in sorted(groups.items(), key=lambda kv: len(kv[0])):
-        if chunks[-1] and sum(len(g) for _, g in chunks[-1]) + len(item[1]) > batch_size:
+    result = torch.zeros(n, len(layer_list), len(site_list), lm.d_model)
+    chunks: list[list[list[int]]] = [[]]
+    for members in sorted(by_group.values(), key=lambda g: max(len(seqs[i].ids) for i in g)):
+        if chunks[-1] and sum(len(g) for g in chunks[-1]) + len(members) > batch_size:
             chunks.append([])
-        chunks[-1].append(item)
-    sink: dict[tuple[int, int], torch.Tensor] = {}
+        chunks[-1].append(members)
     with torch.inference_mode():
         for chunk in chunks:
-            cache, rows, p_mask, p_len = _prompt_pass(body, chunk, pad_id, device)
-            pairs = [(gi, idx, a) for gi, (_, g) in enumerate(chunk) for idx, a in g]
-            width = max(len(a) for _, _, a in pairs)
-            ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-            a_mask = torch.zeros((len(pairs), width), dtype=torch.long)
-            weights = torch.zeros((len(pairs), width), dtype=torch.float32)
-            for r, (_, idx, a) in enumerate(pairs):
-                ids[r, : len(a)] = torch.tensor(a)
-                a_mask[r, : len(a)] = 1
-                first = min(max(0, offsets[idx]), len(a) - 1)
-                weights[r, first : max(first + 1, len(a) - max(0, tails[idx]))] = 1.0
-            weights = (weights / weights.sum(1, keepdim=True)).to(device)
-            cache.batch_select_indices(torch.tensor(rows, device=device))
-            attn = torch.cat([p_mask[rows], a_mask.to(device)], 1)
-            positions = p_len[rows][:, None] + torch.arange(width, device=device)[None, :]
-            with _recording(modules, sink):
-                body(
-                    input_ids=ids.to(device),
-                    attention_mask=attn,
-                    position_ids=positions,
-                    cache=cache,
-                    use_cache=True,
-                )
-            index = [idx for _, idx, _ in pairs]
-            for (li, si), out in sink.items():
-                mean = torch.einsum("bt,btd->bd", weights.to(out.dtype), out)
-                result[index, li, si] = mean.float().cpu()
-            sink.clear()
+            means = _capture_chunk(
+                lm, modules, result.shape[1:3], [[seqs[i] for i in g] for g in chunk]
+            )
+            result[[i for g in chunk for i in g]] = means
     return result
 
 
-def _prompt_pass(
-    body: nn.Module,
-    chunk: Sequence[tuple[tuple[int, ...], list[tuple[int, list[int]]]]],
-    pad_id: int,
-    device: torch.device,
-) -> tuple[Any, list[int], torch.Tensor, torch.Tensor]:
-    """Run the chunk's prompts once (left-padded); return the cache and per-answer row map."""
-    width = max(len(p) for p, _ in chunk)
-    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(chunk), width), dtype=torch.long)
-    for r, (p, _) in enumerate(chunk):
-        ids[r, width - len(p) :] = torch.tensor(p)
-        mask[r, width - len(p) :] = 1
-    mask = mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = body(input_ids=ids.to(device), attention_mask=mask, position_ids=positions,
-               use_cache=True)  # fmt: skip
-    rows = [gi for gi, (_, g) in enumerate(chunk) for _ in g]
-    lengths = mask.sum(1)
-    return out.cache, rows, mask, lengths
+@dataclass
+class _Sequence:
+    """One pair's token ids, the span ``[first, end)`` averaged, and its cacheable prefix."""
+
+    ids: list[int]
+    first: int
+    end: int
+    cached: int
+
+
+def _per_pair(values: Sequence[Any] | None, n: int, default: Any, what: str) -> list[Any]:
+    out = [default] * n if values is None else list(values)
+    if len(out) != n:
+        raise ValueError(f"{len(out)} {what} for {n} pairs")
+    return out
+
+
+def _capture_chunk(
+    lm: LoadedModel,
+    modules: Sequence[tuple[int, int, nn.Module]],
+    shape: Sequence[int],
+    groups: Sequence[Sequence[_Sequence]],
+) -> torch.Tensor:
+    """Mean activations of a chunk's sequences: a pass over each group's shared prefix (after
+    what the prefix cache holds), then one over each sequence's own tokens."""
+    device = lm.device
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    body = body_of(lm.model)
+    shared: list[int] = []  # per group: tokens shared by all its sequences
+    cached: list[int] = []  # per group: of those, tokens from the prefix cache
+    for g in groups:
+        lcp = min(len(s.ids) for s in g) - 1  # every sequence keeps a token of its own
+        for s in g[1:]:
+            lcp = min(lcp, common_prefix(g[0].ids, s.ids))
+        shared.append(lcp)
+        # Cached tokens are never averaged (they are the prompt's, before any answer).
+        usable = min(min(s.cached for s in g), min(s.first for s in g), lcp)
+        cached.append(usable if usable >= MIN_PREFIX_TOKENS else 0)
+    kvs = lm.prefix_cache.prefill(lm, [g[0].ids[:c] for g, c in zip(groups, cached, strict=True)])
+    cached = [0 if kv is None else c for kv, c in zip(kvs, cached, strict=True)]
+    past = PastBatch.of(lm, kvs)
+    rows = [gi for gi, g in enumerate(groups) for _ in g]
+    members = [s for g in groups for s in g]
+    total = torch.zeros(len(members), *shape, lm.d_model, device=device)
+    counts = torch.tensor([float(s.end - s.first) for s in members], device=device)
+    sink: dict[tuple[int, int], torch.Tensor] = {}
+    cache, mask = past.cache, past.mask
+    # The groups' shared tokens after their cached prefixes, right-padded.
+    width = max(s - c for s, c in zip(shared, cached, strict=True))
+    if width > 0:
+        ids = torch.full((len(groups), width), pad, dtype=torch.long)
+        new_mask = torch.zeros((len(groups), width), dtype=torch.long)
+        for gi, g in enumerate(groups):
+            part = g[0].ids[cached[gi] : shared[gi]]
+            ids[gi, : len(part)] = torch.tensor(part, dtype=torch.long)
+            new_mask[gi, : len(part)] = 1
+        weights = torch.zeros((len(members), width))
+        for r, s in enumerate(members):
+            gi = rows[r]
+            lo, hi = max(s.first, cached[gi]), min(s.end, shared[gi])
+            if hi > lo:
+                weights[r, lo - cached[gi] : hi - cached[gi]] = 1.0
+        positions = torch.tensor(cached)[:, None] + torch.arange(width)[None, :]
+        mask = torch.cat([mask, new_mask.to(device)], 1)
+        with _recording(modules, sink):
+            out = body(
+                input_ids=ids.to(device),
+                attention_mask=mask,
+                position_ids=positions.to(device),
+                cache=cache,
+                use_cache=True,
+            )
+        cache = out.cache
+        _accumulate(total, sink, weights.to(device), rows)
+    # Each sequence's own tokens, from its group's cache, right-padded.
+    width = max(len(s.ids) - shared[rows[r]] for r, s in enumerate(members))
+    ids = torch.full((len(members), width), pad, dtype=torch.long)
+    new_mask = torch.zeros((len(members), width), dtype=torch.long)
+    weights = torch.zeros((len(members), width))
+    for r, s in enumerate(members):
+        start = shared[rows[r]]
+        part = s.ids[start:]
+        ids[r, : len(part)] = torch.tensor(part, dtype=torch.long)
+        new_mask[r, : len(part)] = 1
+        lo, hi = max(s.first, start), s.end
+        if hi > lo:
+            weights[r, lo - start : hi - start] = 1.0
+    index = torch.tensor(rows, device=device)
+    if cache is not None:
+        cache.batch_select_indices(index)
+    positions = torch.tensor([shared[g] for g in rows])[:, None] + torch.arange(width)[None, :]
+    with _recording(modules, sink):
+        body(
+            input_ids=ids.to(device),
+            attention_mask=torch.cat([mask[index], new_mask.to(device)], 1),
+            position_ids=positions.to(device),
+            cache=cache,
+            use_cache=True,
+        )
+    _accumulate(total, sink, weights.to(device), list(range(len(members))))
+    return (total / counts[:, None, None, None]).cpu()
+
+
+def _accumulate(
+    total: torch.Tensor,
+    sink: dict[tuple[int, int], torch.Tensor],
+    weights: torch.Tensor,
+    rows: Sequence[int],
+) -> None:
+    """Add each member's weighted sum of a pass's outputs (batch row ``rows[member]``) to
+    ``total`` (members, layers, sites, d_model); empties ``sink``."""
+    index = torch.tensor(rows, device=weights.device)
+    for (li, si), out in sink.items():
+        total[:, li, si] += torch.einsum("bt,btd->bd", weights.to(out.dtype), out[index]).float()
+    sink.clear()

@@ -13,20 +13,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fints_agent.models import LoadedModel
+from fints_agent.prefix_cache import common_prefix
 from fints_agent.steering.capture import Text, _ids, capture_answer_means
 from fints_agent.steering.layers import SITES, Site, find_sites
 from fints_agent.steering.vector import SteeringVector
 
 __all__ = ["contrastive_vectors"]
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _common_suffix(a: list[int], b: list[int], limit: int) -> int:
@@ -47,6 +39,7 @@ def contrastive_vectors(
     batch_size: int = 8,
     skip_shared_prefix: bool = False,
     skip_shared_suffix: bool = False,
+    prefixes: Sequence[Text | None] | None = None,
 ) -> list[SteeringVector]:
     """One contrastive steering vector per (prompt, chosen, rejected answers) triple.
 
@@ -64,6 +57,8 @@ def contrastive_vectors(
             suffix such as ``"}}</tool_call>``). With both, each answer is averaged over the span
             where it differs from the other: ``"fahrenheit"`` against ``"celsius"``, not the whole
             call, so the vector is the decision itself, not diluted by the call's length.
+        prefixes: Per prompt, its cacheable prefix (the system prompt and tools; see
+            :func:`~fints_agent.steering.capture.capture_answer_means`).
 
     Raises:
         ValueError: Length mismatch, empty batch, a trajectory without rejected answers, or an
@@ -75,10 +70,14 @@ def contrastive_vectors(
         )
     if len(prompts) == 0:
         raise ValueError("empty batch: no trajectories given")
+    if prefixes is not None and len(prefixes) != len(prompts):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(prompts)} prompts")
     all_prompts: list[Text] = []
     all_answers: list[Text] = []
     offsets: list[int] = []
     tails: list[int] = []
+    groups: list[int] = []
+    anchors: list[Text | None] = []
     spans: list[tuple[int, int]] = []  # (index of chosen pair, number of rejected)
     tok = lm.tokenizer
     for i, (p, c, rs) in enumerate(zip(prompts, chosen, rejected, strict=True)):
@@ -86,21 +85,18 @@ def contrastive_vectors(
             raise ValueError(f"trajectory {i} has no rejected answers")
         c_ids = _ids(tok, c)
         r_ids = [_ids(tok, r) for r in rs]
-        heads = [_common_prefix(c_ids, r) if skip_shared_prefix else 0 for r in r_ids]
+        heads = [common_prefix(c_ids, r) if skip_shared_prefix else 0 for r in r_ids]
         ends = [
             _common_suffix(c_ids, r, min(len(c_ids), len(r)) - h) if skip_shared_suffix else 0
             for r, h in zip(r_ids, heads, strict=True)
         ]
         spans.append((len(all_prompts), len(rs)))
-        all_prompts.append(p)
-        all_answers.append(c_ids)
-        offsets.append(min(heads))
-        tails.append(min(ends))
-        for j, r in enumerate(r_ids):
-            all_prompts.append(p)
-            all_answers.append(r)
-            offsets.append(heads[j])
-            tails.append(ends[j])
+        all_prompts.extend([p] * (1 + len(rs)))
+        all_answers.extend([c_ids, *r_ids])
+        offsets.extend([min(heads), *heads])
+        tails.extend([min(ends), *ends])
+        groups.extend([i] * (1 + len(rs)))
+        anchors.extend([None if prefixes is None else prefixes[i]] * (1 + len(rs)))
     layer_list = list(range(len(find_sites(lm.model)))) if layers is None else list(layers)
     means = capture_answer_means(
         lm,
@@ -111,6 +107,8 @@ def contrastive_vectors(
         batch_size=batch_size,
         answer_offsets=offsets,
         answer_tails=tails,
+        groups=groups,
+        prefixes=anchors,
     )
     vectors = []
     for start, n_rej in spans:

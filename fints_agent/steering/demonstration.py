@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fints_agent.models import LoadedModel
+from fints_agent.prefix_cache import common_prefix
 from fints_agent.steering.capture import Text, _ids, capture_answer_means
-from fints_agent.steering.contrast import _common_prefix
 from fints_agent.steering.layers import SITES, Site, find_sites
 from fints_agent.steering.vector import SteeringVector
 
@@ -41,6 +41,7 @@ def demonstration_vectors(
     sites: Sequence[Site] = SITES,
     *,
     batch_size: int = 8,
+    prefixes: Sequence[Text | None] | None = None,
 ) -> list[SteeringVector]:
     """One demonstration vector per trajectory.
 
@@ -53,6 +54,8 @@ def demonstration_vectors(
         layers: Decoder layers (default: all).
         sites: Sites to capture.
         batch_size: Pairs per forward pass.
+        prefixes: Per trajectory, its prompts' cacheable prefix (the system prompt and tools;
+            see :func:`~fints_agent.steering.capture.capture_answer_means`).
 
     Raises:
         ValueError: Length mismatch, empty batch, or a trajectory none of whose rejected
@@ -66,17 +69,24 @@ def demonstration_vectors(
         )
     if n == 0:
         raise ValueError("empty batch: no trajectories given")
+    if prefixes is not None and len(prefixes) != n:
+        raise ValueError(f"{len(prefixes)} prefixes for {n} trajectories")
     tok = lm.tokenizer
     prompts: list[Text] = []
     answers: list[list[int]] = []
     offsets: list[int] = []
+    groups: list[int] = []
+    anchors: list[Text | None] = []
     pairs: list[list[tuple[int, int]]] = []  # per trajectory: (chosen-shown, rejected-shown)
 
-    def add(prompt: Text, answer: list[int]) -> int:
-        """Queues one capture at the answer's last position; returns its index."""
+    def add(i: int, prompt: Text, answer: list[int]) -> int:
+        """Queues one capture of trajectory ``i`` at the answer's last position (the
+        trajectory's captures share their common prefix); returns its index."""
         prompts.append(prompt)
         answers.append(answer)
         offsets.append(len(answer) - 1)
+        groups.append(i)
+        anchors.append(None if prefixes is None else prefixes[i])
         return len(prompts) - 1
 
     for i in range(n):
@@ -90,12 +100,12 @@ def demonstration_vectors(
         chosen_at: dict[int, int] = {}  # deciding position -> its chosen-shown capture
         for shown, r in zip(shown_rejected[i], rejected[i], strict=True):
             # The position that decides the first differing token: the one right before it.
-            head = _common_prefix(c_ids, _ids(tok, r))
+            head = common_prefix(c_ids, _ids(tok, r))
             if head == 0:
                 continue
             if head not in chosen_at:
-                chosen_at[head] = add(shown_chosen[i], c_ids[:head])
-            starts.append((chosen_at[head], add(shown, c_ids[:head])))
+                chosen_at[head] = add(i, shown_chosen[i], c_ids[:head])
+            starts.append((chosen_at[head], add(i, shown, c_ids[:head])))
         if not starts:
             raise ValueError(
                 f"trajectory {i}: no rejected answer shares a first token with the chosen one, "
@@ -104,7 +114,15 @@ def demonstration_vectors(
         pairs.append(starts)
     layer_list = list(range(len(find_sites(lm.model)))) if layers is None else list(layers)
     means = capture_answer_means(
-        lm, prompts, answers, layer_list, sites, batch_size=batch_size, answer_offsets=offsets
+        lm,
+        prompts,
+        answers,
+        layer_list,
+        sites,
+        batch_size=batch_size,
+        answer_offsets=offsets,
+        groups=groups,
+        prefixes=anchors,
     )
     vectors = []
     for starts in pairs:
