@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from fints_agent.models import LoadedModel
+from fints_agent.prefix_cache import MIN_PREFIX_TOKENS, PastBatch, common_prefix
 from fints_agent.steering.inject import Coefficients, SteeringHandle, SteeringRow, steer
 from fints_agent.steering.vector import SteeringVector
 
@@ -58,6 +59,8 @@ class DecodeStats:
     """Counts filled in while decoding."""
 
     prompt_tokens: list[int] = field(default_factory=list)
+    cached_tokens: list[int] = field(default_factory=list)
+    """Per row, the prompt tokens taken from the prefix cache (not encoded)."""
     generated_tokens: list[int] = field(default_factory=list)
     finish_reason: list[str] = field(default_factory=list)
     closed_early: list[bool] = field(default_factory=list)
@@ -110,6 +113,7 @@ def decode(
     close_within: int | Sequence[int] = 0,
     close_scope: Callable[[list[str]], list[bool]] | None = None,
     restrict: Callable[[list[str]], list[Collection[int] | None]] | None = None,
+    prefixes: Sequence[str | Sequence[int] | None] | None = None,
 ) -> Iterator[Step]:
     """Generate from a batch of prompts, one step at a time.
 
@@ -144,6 +148,11 @@ def decode(
         restrict: Given each row's text so far, the tokens it may take next (``None``: no
             restriction), applied after the grammar; ignored for a row where none of them is
             still possible.
+        prefixes: Per row, the prompt's cacheable prefix (the system prompt and tools, see
+            :meth:`~fints_agent.prompting.PromptRenderer.render_prefix`; ``None``: none). Its
+            keys and values come from the model's prefix cache (:mod:`fints_agent.prefix_cache`)
+            and only the rest of the prompt is encoded; rows steered on their prompt
+            (``steer_prompt``) encode the whole prompt.
 
     Raises:
         ValueError: Empty batch or an empty prompt.
@@ -161,16 +170,23 @@ def decode(
     budgets = _per_row(max_new_tokens, batch, "max_new_tokens")
     if min(budgets) < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {min(budgets)}")
-    width = max(len(r) for r in rows)
+    if prefixes is not None and len(prefixes) != batch:
+        raise ValueError(f"{len(prefixes)} prefixes for {batch} rows")
+    past = _cached_prefixes(lm, rows, prefixes, vectors if steer_prompt else None)
+    rest = [r[n:] for r, n in zip(rows, past.lengths, strict=True)]
+    width = max(len(r) for r in rest)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     device = lm.device
     ids = torch.full((batch, width), pad, dtype=torch.long)
     mask = torch.zeros((batch, width), dtype=torch.long)
-    for i, r in enumerate(rows):
+    for i, r in enumerate(rest):
         ids[i, width - len(r) :] = torch.tensor(r)
         mask[i, width - len(r) :] = 1
     ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0) + torch.tensor(past.lengths, device=device)[
+        :, None
+    ]
+    mask = torch.cat([past.mask, mask], 1)
     stop = stop_token_ids(lm) if stop_at_eos else set()
     generator = torch.Generator(device="cpu")
     if seed is not None:
@@ -183,6 +199,7 @@ def decode(
     reserves = _per_row(close_within, batch, "close_within")
     if stats is not None:
         stats.prompt_tokens = [len(r) for r in rows]
+        stats.cached_tokens = list(past.lengths)
 
     with ExitStack() as stack, torch.inference_mode():
         handle: SteeringHandle | None = None
@@ -195,7 +212,7 @@ def decode(
                     from_position=0 if steer_prompt else width,
                 )
             )
-        cache: Any = None
+        cache: Any = past.cache
         step_ids, step_pos, attn = ids, positions, mask
         use_jump = jump_forward and batch == 1 and hasattr(constraint, "forced_tokens")
         jumper: Any = constraint if use_jump else None
@@ -301,6 +318,36 @@ def decode(
         stats.generated_tokens = [len(g) for g in generated]
         stats.finish_reason = ["length" if i in closed else r for i, r in enumerate(reasons)]
         stats.closed_early = [i in closed for i in range(batch)]
+
+
+def _cached_prefixes(
+    lm: LoadedModel,
+    rows: Sequence[list[int]],
+    prefixes: Sequence[str | Sequence[int] | None] | None,
+    prompt_steering: SteeringVector | Sequence[SteeringRow] | None,
+) -> PastBatch:
+    """The rows' cached prompt prefixes (each row keeps at least one token to encode; rows
+    whose prompt is steered, per ``prompt_steering``, get none)."""
+    lengths = [0] * len(rows)
+    if prefixes is not None and lm.prefix_cache.usable(lm):
+        steered = [prompt_steering is not None] * len(rows)
+        if prompt_steering is not None and not isinstance(prompt_steering, SteeringVector):
+            steered = [
+                any(v is not None for v in r) if isinstance(r, tuple) else r is not None
+                for r in prompt_steering
+            ]
+        for i, (row, prefix) in enumerate(zip(rows, prefixes, strict=True)):
+            if prefix is None or steered[i]:
+                continue
+            anchor = (
+                lm.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+                if isinstance(prefix, str)
+                else prefix
+            )
+            n = min(common_prefix(row, anchor), len(row) - 1)
+            lengths[i] = n if n >= MIN_PREFIX_TOKENS else 0
+    kvs = lm.prefix_cache.prefill(lm, [r[:n] for r, n in zip(rows, lengths, strict=True)])
+    return PastBatch.of(lm, kvs)
 
 
 def _per_row(value: int | Sequence[int], batch: int, name: str) -> list[int]:

@@ -209,8 +209,10 @@ class TurnEngine:
 
     def render(
         self, req: TurnRequest, retrieval: RetrievalLike | None
-    ) -> tuple[str, list[ToolSpec]]:
-        """The prompt text (context-window trimmed) and the tools the grammar allows."""
+    ) -> tuple[str, str, list[ToolSpec]]:
+        """The prompt text (context-window trimmed), its cacheable prefix (the system prompt
+        and tools, see :meth:`PromptRenderer.render_prefix`) and the tools the grammar
+        allows."""
         mode, allowed = resolve_tool_choice(req.tool_choice, req.tools)
         examples = ""
         if retrieval is not None and req.personalization in ("rag", "rag+steer"):
@@ -235,7 +237,8 @@ class TurnEngine:
                 f"the last message alone needs {n} prompt tokens; the context window allows "
                 f"{budget}"
             )
-        return prompt, allowed if mode != "none" else []
+        prefix = self.renderer.render_prefix(messages, tools)
+        return prompt, prefix, allowed if mode != "none" else []
 
     def _constraint(self, req: TurnRequest) -> tuple[ConstrainedDecoder | None, list[ToolSpec]]:
         compiler = get_compiler(
@@ -256,7 +259,7 @@ class TurnEngine:
         """Everything before generation; all bad input fails here, before any generation."""
         constraint, allowed = self._constraint(req)
         retrieval = self.retrieve(req)
-        prompt, _ = self.render(req, retrieval)
+        prompt, prefix, _ = self.render(req, retrieval)
         vector = value_vector = None
         if retrieval is not None and req.personalization in ("steer", "rag+steer"):
             vector = retrieval.vector
@@ -291,6 +294,7 @@ class TurnEngine:
             cfg.gate,
             tool_scale,
             value_vector,
+            prefix,
         )
 
     def _configured(self, vector: SteeringVector | None) -> SteeringVector | None:
@@ -417,6 +421,7 @@ class TurnEngine:
                 close_within=turn.closing_reserve,
                 close_scope=self._close_scope([turn]),
                 restrict=self._canonical([turn], trackers),
+                prefixes=[turn.prefix],
                 temperature=req.temperature,
                 seed=req.seed,
                 stats=stats,
@@ -493,6 +498,7 @@ class TurnEngine:
                 close_within=[t.closing_reserve for t in turns],
                 close_scope=self._close_scope(turns),
                 restrict=self._canonical(turns, trackers),
+                prefixes=[t.prefix for t in turns],
                 temperature=requests[0].temperature,
                 seed=requests[0].seed,
                 stats=stats,
@@ -522,6 +528,9 @@ class PreparedTurn:
     value_vector: SteeringVector | None = None
     """Steers the argument-value decisions (enum, boolean, null) in place of ``vector``
     (a memory of ``vectors="split"``); ``None``: ``vector`` steers them as the gate says."""
+    prefix: str | None = None
+    """The prompt's cacheable prefix (the system prompt and tools): its keys and values come
+    from the model's prefix cache."""
 
 
 def _steering_rows(turns: Sequence[PreparedTurn]) -> list[SteeringRow] | None:

@@ -117,10 +117,16 @@ class PromptRenderer:
         It is the system section alone (system messages and tools, no examples), rendered by
         the same template: the prompt of :meth:`render_prompt` starts with it up to where
         examples or the conversation begin, which is what the model's prefix cache keeps
-        (:mod:`fints_agent.prefix_cache`; the shared length is counted in tokens).
+        (:mod:`fints_agent.prefix_cache`; the shared length is counted in tokens). Empty
+        when there is no system section, or the template refuses one alone.
         """
         systems = [m for m in messages if m.get("role") == "system"]
-        return self.render_prompt(systems, tools)
+        if not systems and not tools:
+            return ""
+        try:
+            return self.render_prompt(systems, tools)
+        except Exception:  # a template that needs a user turn: the turn runs uncached
+            return ""
 
     def render_call(
         self,

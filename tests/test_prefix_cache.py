@@ -183,3 +183,36 @@ def test_past_batch_right_aligns_prefixes(fresh_cache) -> None:
     assert past.lengths == [30, 20, 0]
     assert past.mask.sum(1).tolist() == [30, 20, 0] and past.mask[1, :10].sum() == 0
     assert common_prefix(a, b) == common_prefix(b, a)
+
+
+@pytest.mark.parametrize("steer_prompt", [False, True])
+def test_decode_from_cached_prefixes_equals_whole_prompts(steer_prompt: bool, fresh_cache) -> None:
+    """Rows continued from cached prefixes (one of them steered) generate what whole prompts
+    do; with ``steer_prompt`` the steered row encodes its whole prompt."""
+    from fints_agent.decoding import DecodeStats, generate_text
+    from fints_agent.steering import SteeringVector
+
+    lm = tiny_lm("llama")
+    g = torch.Generator().manual_seed(3)
+    vector = SteeringVector(
+        torch.randn(3, 2, lm.d_model, generator=g), (0, 1, 2), ("attn", "mlp"), lm.fingerprint
+    )
+    kwargs = dict(
+        max_new_tokens=12,
+        stop_at_eos=False,
+        vectors=[None, vector, None],
+        coefficients=0.5,
+        steer_prompt=steer_prompt,
+    )
+    whole = generate_text(lm, PROMPTS, **kwargs)
+    for _ in range(2):
+        stats = DecodeStats()
+        cached = generate_text(lm, PROMPTS, prefixes=[SYSTEM] * 3, stats=stats, **kwargs)
+        assert cached == whole
+        n = len(_ids(lm, SYSTEM))
+        assert stats.cached_tokens == [n, 0 if steer_prompt else n, n]
+    assert generate_text(lm, PROMPTS[:1], prefixes=[SYSTEM], max_new_tokens=12) == (
+        generate_text(lm, PROMPTS[:1], max_new_tokens=12)
+    )
+    with pytest.raises(ValueError, match="prefixes"):
+        generate_text(lm, PROMPTS, prefixes=[SYSTEM])
