@@ -226,3 +226,42 @@ def test_knn_command_runs_without_the_engine(
 def test_set_threads() -> None:
     assert set_threads(1) == 1
     assert set_threads(None) >= 1
+
+
+def test_personal_and_tune_reuse_the_recorded_history(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("fints_agent.engine.TurnEngine", EchoEngine)
+    personal = ["eval", "personal", "--data", str(DATA), "--method", "steer", "--limit", "3"]
+    personal += ["--embedder", "lm"]
+    recorded = []
+    for extra in ([], [], ["--fresh"]):
+        code, stdout, err = _run([*personal, *extra], capsys)
+        assert code == 0, err
+        summary = json.loads(stdout)
+        recorded.append(summary["recorded_trajectories"])
+        assert summary["n"] == 3
+        assert Path(summary["history_store"]).parent == tmp_path / "cache" / "eval-history"
+        assert f"recorded {recorded[-1]} trajectories" in err
+    assert recorded[0] > 0 and recorded == [recorded[0], 0, recorded[0]]
+    code, stdout, err = _run([*personal, "--quiet"], capsys)
+    assert json.loads(stdout)["ingest_seconds"] == 0.0 and err == ""
+
+    tune = ["tune", "--data", str(DATA), "--embedder", "lm", "--steps", "k", "--no-save"]
+    tune += ["--users", "2", "--dev-per-user", "1", "--quiet"]
+    results = []
+    for extra in ([], [], ["--fresh"]):
+        code, stdout, err = _run([*tune, *extra], capsys)
+        assert code == 0, err
+        results.append(json.loads(stdout))
+    counts = [r["recorded_trajectories"] for r in results]
+    assert counts[0] == results[0]["ingest_turns"] > 0 and counts == [counts[0], 0, counts[0]]
+    assert results[1]["ingest_seconds"] == 0.0
+    assert results[0]["history_store"] == results[1]["history_store"] == results[2]["history_store"]
+    assert [r["table"][0]["score"] for r in results] == [results[0]["table"][0]["score"]] * 3
+
+
+def test_fresh_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["eval", "personal", "--help"], ["tune", "--help"]):
+        code, out, _ = _run(argv, capsys)
+        assert code == 0 and "--fresh" in out and "user cache" in " ".join(out.split())

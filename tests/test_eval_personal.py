@@ -709,8 +709,212 @@ def test_history_memory_store_is_reused_only_when_it_matches(
         seconds,
     ):
         assert seconds == 0.0 and memory.store.count() == 7
+    with history_memory(
+        lm, few, store=store, fresh=True, embedder=HashEmbedder(), progress=False
+    ) as kept:
+        assert kept.recorded == 7 and kept.memory.store.count() == 7
+        assert kept.location == str(store)
     with (
         pytest.raises(ValueError, match="holds other trajectories"),
         history_memory(lm, records, store=store, embedder=HashEmbedder(), progress=False),
     ):
         pass
+
+
+# --------------------------------------------------------------------------------------------
+# Kept history stores (the user cache)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The user cache in a temporary directory; returns where kept history stores go."""
+    monkeypatch.setenv("FINTS_AGENT_CACHE", str(tmp_path / "cache"))
+    from fints_agent.eval.personal import history_cache_dir
+
+    return history_cache_dir()
+
+
+@pytest.fixture
+def recordings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many trajectories each ``Memory.record_many`` call recorded, in call order."""
+    from fints_agent.memory import Memory
+
+    calls: list[int] = []
+    real = Memory.record_many
+
+    def spy(self: Memory, items: Any, **kwargs: Any) -> list[str]:
+        ids = real(self, items, **kwargs)
+        calls.append(len(ids))
+        return ids
+
+    monkeypatch.setattr(Memory, "record_many", spy)
+    return calls
+
+
+def _comparable(run: Any) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k != "latency_s"} for row in run.rows()]
+
+
+def _kept(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir()) if cache.exists() else []
+
+
+def test_kept_history_is_reused_with_identical_results(
+    records: list[PersonalRecord], cache: Path, recordings: list[int]
+) -> None:
+    n_history = sum(1 for r in records if r.split == "history")
+    first = _run(records, "steer", cache=True)
+    assert recordings == [n_history]
+    assert first.summary["recorded_trajectories"] == n_history
+    assert first.summary["ingest_seconds"] > 0
+    store = first.summary["history_store"]
+    assert _kept(cache) == [Path(store).name] and (Path(store) / "complete.json").is_file()
+
+    second = _run(records, "steer", cache=True)
+    assert recordings == [n_history]  # nothing recorded
+    assert second.summary["recorded_trajectories"] == 0
+    assert second.summary["ingest_seconds"] == 0.0
+    assert second.summary["history_store"] == store
+    assert _comparable(second) == _comparable(first)
+    for key in ("function_acc", "arg_acc", "call_acc", "valid_rate", "by_decider"):
+        assert second.summary[key] == first.summary[key]
+    # Another method on the same history reuses the same store.
+    assert _run(records, "rag", cache=True).summary["recorded_trajectories"] == 0
+
+    again = _run(records, "steer", cache=True, fresh=True)
+    assert recordings == [n_history, n_history]
+    assert again.summary["recorded_trajectories"] == n_history
+    assert again.summary["history_store"] == store and _kept(cache) == [Path(store).name]
+    assert _comparable(again) == _comparable(first)
+
+
+def test_online_feedback_leaves_the_kept_history_as_recorded(
+    records: list[PersonalRecord], cache: Path, recordings: list[int]
+) -> None:
+    history = {u: len(g.history) for u, g in group_by_user(records).items()}
+    _run(records, "rag", cache=True)
+    online = _run(records, "rag", cache=True, online=True)
+    assert online.summary["recorded_trajectories"] == 0
+    assert sum(recordings[1:]) == 8  # only the test turns' feedback, into a copy
+    offline = _run(records, "rag", cache=True)
+    (engine,) = FakeEngine.instances
+    assert offline.summary["recorded_trajectories"] == 0
+    assert engine.memory_sizes == [history[r.user_id] for r in engine.requests]
+
+
+def test_kept_history_key_covers_what_the_vectors_depend_on(
+    records: list[PersonalRecord],
+) -> None:
+    from fints_agent.eval.personal import history_store_key
+
+    lm = tiny_lm("llama")
+    embedder = HashEmbedder()
+
+    def key(recs: Sequence[PersonalRecord] = records, **options: Any) -> str:
+        return history_store_key(lm, recs, embedder=embedder, options=options)[0]
+
+    base = key(vectors="contrast")
+    differing = {
+        "dataset": key([r for r in records if r.user_id != "u01"], vectors="contrast"),
+        "vectors": key(vectors="demonstration"),
+        "layers": key(vectors="contrast", layers=[0, 1]),
+        "sites": key(vectors="contrast", sites=("attn",)),
+        "negatives": key(vectors="contrast", n_negatives=3),
+        "prefix": key(vectors="contrast", skip_shared_prefix=True),
+        "embedder": history_store_key(lm, records, embedder="lm")[0],
+    }
+    assert base not in differing.values()
+    assert len(set(differing.values())) == len(differing)
+    # Defaults filled in; retrieval-only options, test records and metadata do not count.
+    assert key() == base == key(vectors="contrast", layers=[0, 1, 2], k=3, temperature=0.5)
+    assert key([r for r in records if r.split == "history"]) == base
+    edited = [r.model_copy(update={"meta": {"note": "x"}}) for r in records]
+    assert key(edited) == base
+    changed = records[0].model_copy(update={"chosen": records[0].rejected[0]})
+    assert key([changed, *records[1:]]) != base
+    _, about = history_store_key(lm, records, embedder=embedder, options={"vectors": "split"})
+    assert about["vectors"] == "split" and about["model_fingerprint"] == lm.fingerprint
+    assert about["history"]["trajectories"] == sum(r.split == "history" for r in records)
+    with pytest.raises(ValueError, match="negative_fn"):
+        key(negative_fn=lambda *_: [])
+
+
+def test_kept_history_stores_differ_by_vectors_and_layers(
+    records: list[PersonalRecord], cache: Path, recordings: list[int]
+) -> None:
+    from fints_agent.eval.personal import history_memory
+
+    lm = tiny_lm("llama")
+    few = [r for r in records if r.user_id == "u01"]
+    seen = []
+    for options in ({"vectors": "contrast"}, {"vectors": "demonstration"}, {"layers": [1, 2]}):
+        for _ in range(2):
+            with history_memory(
+                lm, few, cache=True, embedder=HashEmbedder(), progress=False, options=options
+            ) as kept:
+                seen.append((kept.location, kept.recorded))
+                assert kept.memory.store.count() == 2
+                assert kept.memory.layout.vectors == options.get("vectors", "contrast")
+                assert kept.memory.layout.layers == tuple(options.get("layers", [0, 1, 2]))
+    assert [n for _, n in seen] == [2, 0, 2, 0, 2, 0]
+    assert len({where for where, _ in seen}) == 3 == len(_kept(cache))
+
+
+def test_an_interrupted_kept_history_is_never_reused(
+    records: list[PersonalRecord],
+    cache: Path,
+    recordings: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from fints_agent.eval.personal import history_memory, history_store_key
+    from fints_agent.memory import TrajectoryStore
+
+    lm = tiny_lm("llama")
+    few = [r for r in records if r.user_id in ("u01", "u03")]
+    key, _ = history_store_key(lm, few, embedder=HashEmbedder())
+
+    def open_kept(**kwargs: Any) -> Any:
+        return history_memory(
+            lm, few, cache=True, embedder=HashEmbedder(), progress=False, **kwargs
+        )
+
+    # 1. Recording dies after part of the history is written: nothing is kept.
+    real_add = TrajectoryStore.add
+
+    def dying_add(self: TrajectoryStore, batch: Any) -> None:
+        real_add(self, list(batch)[:1])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(TrajectoryStore, "add", dying_add)
+    with pytest.raises(KeyboardInterrupt), open_kept():
+        pass
+    assert _kept(cache) == []
+    monkeypatch.setattr(TrajectoryStore, "add", real_add)
+
+    # 2. What a killed run leaves (its temporary directory, even with a completion marker, and
+    # a store directory without one) is neither reused nor kept.
+    with open_kept() as kept:
+        assert kept.recorded == 7
+        where = Path(str(kept.location))
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead = int(done.stdout)
+    leftover = cache / f".tmp-{key}-{dead}-0badc0de"
+    (leftover / "store").mkdir(parents=True)
+    (leftover / "complete.json").write_text((where / "complete.json").read_text())
+    (where / "complete.json").unlink()  # as if the directory were never completed
+    with open_kept() as kept:
+        assert kept.recorded == 7 and kept.memory.store.count() == 7
+    assert _kept(cache) == [key] and (where / "complete.json").is_file()
+    with open_kept() as kept:
+        assert kept.recorded == 0
+    assert recordings[-2:] == [7, 7] and os.getpid() != dead

@@ -3,6 +3,7 @@
 Examples:
     fints-agent eval personal --data examples/data/personal_webapi.jsonl --method rag+steer
     fints-agent eval personal --data examples/data/personal_webapi.jsonl --method steer --online
+    fints-agent eval personal --data examples/data/personal_webapi.jsonl --method knn --fresh
     fints-agent eval bfcl --category simple_python --limit 50
     fints-agent eval bfcl --category simple_python --limit 50 --steer-from-user u05 \\
         --data examples/data/personal_webapi.jsonl
@@ -124,12 +125,27 @@ def _cmd_personal(args: argparse.Namespace) -> int:
         copy_strings=args.copy_strings,
         embedder=args.embedder,
         progress=not args.quiet,
+        cache=True,
+        fresh=args.fresh,
     )
+    if not args.quiet and args.method != "zero-shot":
+        print(_recorded_line(run.summary), file=sys.stderr, flush=True)
     if args.out:
         run.write_rows(args.out)
         run.summary["rows_file"] = str(args.out)
     _print(run.summary)
     return 0
+
+
+def _recorded_line(summary: dict[str, Any]) -> str:
+    n, seconds, store = (
+        summary.get("recorded_trajectories", 0),
+        summary.get("ingest_seconds", 0.0),
+        summary.get("history_store"),
+    )
+    if n:
+        return f"eval personal: recorded {n} trajectories in {seconds:.1f}s into {store}"
+    return f"eval personal: recorded 0 trajectories (reused {store})"
 
 
 def _cmd_bfcl(args: argparse.Namespace) -> int:
@@ -194,6 +210,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         save=not args.no_save,
         progress=not args.quiet,
         store=args.store,
+        cache=args.store is None,
+        fresh=args.fresh,
         copy_strings=args.copy_strings,
         start=_config(args, lm.fingerprint) if args.vectors else None,
         steps=[x.strip() for x in args.steps.split(",") if x.strip()] if args.steps else None,
@@ -233,8 +251,11 @@ def add_eval_commands(subparsers: Any) -> None:
     personal = which.add_parser(
         "personal",
         help="the personalized tool-calling benchmark",
-        description="Ingest every user's history into a fresh memory, answer their test turns "
-        "with tool_choice='any', print the scores as JSON.",
+        description="Record the history of every user answered into a memory, answer their "
+        "test turns with tool_choice='any', print the scores as JSON. The recorded memory is "
+        "kept in the user cache ($FINTS_AGENT_CACHE, else ~/.cache/fints_agent) and reused by "
+        "later runs on the same history records, model, vector kind and embedder "
+        "(recorded_trajectories is then 0); --fresh records it again.",
     )
     personal.add_argument("--data", type=_existing_file, required=True, help="JSON Lines dataset")
     personal.add_argument("--method", choices=METHODS, required=True, help="how history is used")
@@ -269,6 +290,12 @@ def add_eval_commands(subparsers: Any) -> None:
         default=None,
         help="how history vectors are computed (default: the steering configuration's)",
     )
+    personal.add_argument(
+        "--fresh",
+        action="store_true",
+        help="record the history again instead of reusing the copy kept in the user cache "
+        "(the kept copy is replaced)",
+    )
     _common(personal)
     personal.set_defaults(func=_cmd_personal)
 
@@ -295,7 +322,9 @@ def add_eval_commands(subparsers: Any) -> None:
         help="tune the steering configuration on history records",
         description="Coordinate search over layers, sites, coefficient, gate, steer_prompt, k "
         "and temperature on a dev split of the HISTORY records (test records are never read); "
-        "saves the best as the model's default SteeringConfig.",
+        "saves the best as the model's default SteeringConfig. The recorded history is kept in "
+        "the user cache (or --store) and reused by later runs on the same records, model and "
+        "vector settings; --fresh records it again.",
     )
     tune.add_argument("--data", type=_existing_file, required=True, help="JSON Lines dataset")
     tune.add_argument(
@@ -317,7 +346,13 @@ def add_eval_commands(subparsers: Any) -> None:
     tune.add_argument(
         "--store",
         default=None,
-        help="keep the recorded history in this directory and reuse it on the next run",
+        help="keep the recorded history in this directory instead of the user cache, and "
+        "reuse it on the next run",
+    )
+    tune.add_argument(
+        "--fresh",
+        action="store_true",
+        help="record the history again instead of reusing a kept copy (the copy is replaced)",
     )
     tune.add_argument(
         "--steps",

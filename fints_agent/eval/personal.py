@@ -2,8 +2,11 @@
 
 Protocol (``fints-agent eval personal``):
 
-1. Every user's ``history`` records are recorded into one fresh memory (a temporary Chroma
-   directory per run; users are isolated by ``user_id``), with their chosen and rejected calls.
+1. Every answered user's ``history`` records are recorded into one memory (users are isolated
+   by ``user_id``), with their chosen and rejected calls. The command keeps that memory in the
+   user cache, keyed by the records, the model and the vector settings, and a later run with
+   the same key reuses it instead of recording again (:func:`history_memory`, ``--fresh``
+   records again); :func:`run_personal` records into a temporary memory unless asked to.
 2. Each user's ``test`` records are answered in turn order with ``tool_choice="any"`` (a call is
    forced; constrained decoding makes it schema-valid), by one of the :data:`METHODS`:
 
@@ -28,14 +31,17 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,15 +56,19 @@ if TYPE_CHECKING:
     from fints_agent.models import LoadedModel
 
 __all__ = [
+    "HISTORY_CACHE",
     "LATENCY_BASIS",
     "METHODS",
+    "HistoryMemory",
     "PersonalRun",
     "TurnOutcome",
     "answer_turns",
     "decided_by",
     "domain_history_counts",
     "follow_label",
+    "history_cache_dir",
     "history_memory",
+    "history_store_key",
     "ingest_history",
     "knn_call",
     "machine_info",
@@ -297,67 +307,379 @@ def temporary_memory(
         yield open_memory(lm, folder, embedder=embedder, **kwargs)
 
 
+HISTORY_CACHE = "eval-history"
+"""The folder of the user cache (:func:`~fints_agent.models.cache_dir`) that keeps recorded
+history stores (see :func:`history_memory` with ``cache=True``)."""
+
+_HISTORY_FORMAT = 1  # bump when what a recorded store holds changes: older stores are not reused
+_COMPLETE = "complete.json"
+# Memory options that only shape retrieval: a recorded store does not depend on them.
+_RETRIEVAL_OPTIONS = frozenset(
+    {"k", "temperature", "weighting", "min_similarity", "match_tools", "cache_size", "batch_size"}
+)
+
+
+@dataclass
+class HistoryMemory:
+    """What :func:`history_memory` yields: the memory and how its history got there.
+
+    It also unpacks as ``(memory, seconds)``.
+
+    Attributes:
+        memory: The memory, holding exactly the history records given.
+        seconds: Seconds spent recording (0 when a recorded store was reused).
+        recorded: Trajectories recorded by this call (0 when a recorded store was reused).
+        location: The kept store's directory (None for a temporary memory).
+    """
+
+    memory: Memory
+    seconds: float
+    recorded: int
+    location: str | None = None
+
+    @property
+    def reused(self) -> bool:
+        """Whether a store recorded earlier was used (nothing recorded now)."""
+        return self.location is not None and self.recorded == 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.memory, self.seconds))
+
+
+def _history(records: Sequence[PersonalRecord]) -> list[PersonalRecord]:
+    """The records :func:`ingest_history` records, in the order it records them."""
+    history = [r for r in records if r.split == "history"]
+    history.sort(key=lambda r: (r.user_id, r.turn))
+    return history
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def _store_options(lm: LoadedModel, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Every Memory option that changes what is recorded, defaults filled in, JSON-ready."""
+    import inspect
+
+    from fints_agent.memory import Memory
+
+    params = inspect.signature(Memory.__init__).parameters
+    unknown = sorted(set(options) - set(params))
+    if unknown:
+        raise ValueError(f"unknown Memory options {unknown}")
+    layers = options.get("layers")
+    out: dict[str, Any] = {
+        "layers": list(range(lm.num_layers)) if layers is None else [int(x) for x in layers],
+        "sites": list(options.get("sites", ("attn", "mlp"))),
+    }
+    for name, param in params.items():
+        if name in ("self", "lm", "store", "embedder", "layers", "sites"):
+            continue
+        if name in _RETRIEVAL_OPTIONS:
+            continue
+        value = options.get(name, param.default)
+        value = list(value) if isinstance(value, tuple) else value
+        try:
+            _canonical(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"Memory option {name}={value!r} cannot key a kept history store: record into "
+                "a temporary memory or a store directory of your own instead"
+            ) from None
+        out[name] = value
+    return out
+
+
+def history_store_key(
+    lm: LoadedModel,
+    records: Sequence[PersonalRecord],
+    *,
+    embedder: str | Embedder = "minilm",
+    options: Mapping[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """The key of a kept history store: what the recorded vectors depend on, hashed.
+
+    The key covers the content of the history records recorded (their messages, tools, chosen
+    and rejected calls, in recording order), the model fingerprint, the vector kind, layers and
+    sites, the retrieval embedder, and every other :class:`~fints_agent.memory.Memory` option
+    that changes what is recorded (negatives, shared prefix or suffix skipping,
+    superseding). Retrieval-only options (``k``, ``temperature``, ...) are left out.
+
+    Args:
+        lm: The model.
+        records: Records; only ``split == "history"`` ones count.
+        embedder: Retrieval embedder.
+        options: Further Memory options (as :func:`history_memory` takes them).
+
+    Returns:
+        ``(key, description)``: 32 hex digits, and the JSON-ready description hashed.
+
+    Raises:
+        ValueError: An option is unknown or cannot be part of a key (a function, say).
+
+    Example:
+        >>> key, about = history_store_key(lm, records, options={"vectors": "split"})
+        >>> about["history"]["trajectories"], about["vectors"]
+        (120, 'split')
+    """
+    from fints_agent.memory import make_embedder
+
+    history = _history(records)
+    content = hashlib.sha256(
+        _canonical([_trajectory(r) for r in history]).encode("utf-8")
+    ).hexdigest()
+    resolved = _store_options(lm, dict(options or {}))
+    description = {
+        "format": _HISTORY_FORMAT,
+        "history": {
+            "sha256": content,
+            "trajectories": len(history),
+            "users": len({r.user_id for r in history}),
+        },
+        "model_fingerprint": lm.fingerprint,
+        "vectors": resolved.pop("vectors"),
+        "layers": resolved.pop("layers"),
+        "sites": resolved.pop("sites"),
+        "embedder": make_embedder(embedder, lm).name,
+        "options": resolved,
+    }
+    key = hashlib.sha256(_canonical(description).encode("utf-8")).hexdigest()[:32]
+    return key, description
+
+
+def history_cache_dir() -> Path:
+    """Where kept history stores live: ``eval-history`` under the user cache."""
+    from fints_agent.models import cache_dir
+
+    return cache_dir() / HISTORY_CACHE
+
+
 @contextmanager
 def history_memory(
     lm: LoadedModel,
     records: Sequence[PersonalRecord],
     *,
     store: str | Path | None = None,
+    cache: bool = False,
+    fresh: bool = False,
+    writable: bool = False,
     embedder: str | Embedder = "minilm",
     progress: bool = True,
     options: Mapping[str, Any] | None = None,
-) -> Iterator[tuple[Memory, float]]:
+) -> Iterator[HistoryMemory]:
     """A memory holding exactly the ``history`` records given, ready to answer turns.
 
-    Without ``store``, a fresh temporary memory is ingested and removed afterwards. With a
-    ``store`` directory, an empty store is ingested and kept, so that a later run on the same
-    records reuses it (recording vectors is the slow part of a run); a store that already holds
-    exactly these users' history counts is reused (flags an older version did not keep are
-    filled in, see :meth:`~fints_agent.memory.TrajectoryStore.fill_tool_contrasts`).
+    Recording vectors is the slow part of a run, so a recorded history can be kept and reused:
+
+    * ``cache=True``: the store is kept in the user cache (:func:`history_cache_dir`), one
+      directory per :func:`history_store_key` (records, model, vector kind, layers, sites,
+      embedder and recording options). It is recorded into a temporary directory that is renamed
+      into place only once complete, so a run that dies while recording leaves nothing that is
+      ever reused (its leftovers are removed by a later run). A complete store is reused as is.
+    * ``store``: a directory of your own. An empty store is ingested and kept; a store that
+      already holds exactly these users' history counts is reused (flags an older version did
+      not keep are filled in, see :meth:`~fints_agent.memory.TrajectoryStore.fill_tool_contrasts`).
+    * Neither: a fresh temporary memory is ingested and removed afterwards.
+
+    Kept stores are opened for the duration of the ``with`` block only (their Chroma client is
+    closed on exit, so the memory is not usable afterwards).
 
     Args:
         lm: The model.
         records: Records; only ``split == "history"`` ones are recorded.
-        store: A directory to keep the memory in (None: temporary).
+        store: A directory to keep the memory in (None: temporary, or the cache).
+        cache: Keep the memory in the user cache, keyed by what its vectors depend on.
+        fresh: Record again even where a recorded store exists (the kept store is replaced;
+            an own ``store`` directory has its users forgotten first).
+        writable: The memory will be written to (online feedback, say): a cached store is
+            copied into a temporary directory first, so that the kept one stays as recorded.
         embedder: Retrieval embedder.
         progress: Show a progress bar while recording.
         options: Further :class:`~fints_agent.memory.Memory` options.
 
     Yields:
-        ``(memory, seconds spent recording)`` (0 when reused).
+        A :class:`HistoryMemory`, which also unpacks as ``(memory, seconds spent recording)``
+        (0 when reused).
 
     Raises:
-        ValueError: ``store`` holds trajectories other than these records' history.
+        ValueError: ``store`` holds trajectories other than these records' history, both
+            ``store`` and ``cache`` are given, or an option cannot key a cached store.
+
+    Example:
+        >>> with history_memory(lm, records, cache=True, options={"vectors": "split"}) as h:
+        ...     h.recorded, h.seconds, h.location   # 0 and 0.0 on the second run
     """
-    history = [r for r in records if r.split == "history"]
+    history = _history(records)
+    opts = dict(options or {})
+    if cache and store is not None:
+        raise ValueError("give either a store directory or cache=True, not both")
+    if cache:
+        with _cached_history(lm, history, embedder, opts, fresh, writable, progress) as kept:
+            yield kept
+        return
     if store is None:
-        with temporary_memory(lm, embedder=embedder, **dict(options or {})) as memory:
+        with temporary_memory(lm, embedder=embedder, **opts) as memory:
             began = time.perf_counter()
-            ingest_history(memory, history, progress=progress)
-            yield memory, time.perf_counter() - began
+            recorded = ingest_history(memory, history, progress=progress)
+            yield HistoryMemory(memory, time.perf_counter() - began, recorded)
         return
     Path(store).mkdir(parents=True, exist_ok=True)
-    memory = open_memory(lm, store, embedder=embedder, **dict(options or {}))
+    memory = open_memory(lm, store, embedder=embedder, **opts)
+    if fresh:
+        for user in memory.store.users():
+            memory.forget_user(user)
+    present = _user_counts(memory)
+    seconds = 0.0
+    recorded = 0
+    if not present:
+        began = time.perf_counter()
+        recorded = ingest_history(memory, history, progress=progress)
+        seconds = time.perf_counter() - began
+    else:
+        _check_holds(memory, history, store, present)
+        for user in present:  # a store kept by an older version lacks this flag
+            memory.store.fill_tool_contrasts(user)
+    try:
+        yield HistoryMemory(memory, seconds, recorded, str(store))
+    finally:
+        _close(memory)
+
+
+def _user_counts(memory: Memory) -> dict[str, int]:
+    present = {u: memory.store.count(u) for u in memory.store.users()}
+    return {u: n for u, n in present.items() if n}
+
+
+def _check_holds(
+    memory: Memory,
+    history: Sequence[PersonalRecord],
+    where: str | Path,
+    present: Mapping[str, int] | None = None,
+    hint: str = "use an empty or matching directory",
+) -> None:
     expected: dict[str, int] = defaultdict(int)
     for r in history:
         expected[r.user_id] += 1
-    present = {u: memory.store.count(u) for u in memory.store.users()}
-    present = {u: n for u, n in present.items() if n}
-    seconds = 0.0
-    if not present:
-        began = time.perf_counter()
-        ingest_history(memory, history, progress=progress)
-        seconds = time.perf_counter() - began
-    elif present != dict(expected):
+    present = _user_counts(memory) if present is None else present
+    if dict(present) != dict(expected):
         raise ValueError(
-            f"store {store} holds other trajectories ({sum(present.values())} of "
+            f"store {where} holds other trajectories ({sum(present.values())} of "
             f"{len(present)} users) than the {len(history)} history records of "
-            f"{len(expected)} users of this run: use an empty or matching directory"
+            f"{len(expected)} users of this run: {hint}"
         )
-    else:
-        for user in present:  # a store kept by an older version lacks this flag
-            memory.store.fill_tool_contrasts(user)
-    yield memory, seconds
+
+
+def _close(memory: Memory) -> None:
+    """Releases the Chroma client of a memory (its files can then be moved or removed)."""
+    close = getattr(memory.store.client, "close", None)
+    if callable(close):
+        close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(root: Path) -> None:
+    """Removes the temporary directories of runs that died (``.tmp-KEY-PID-...``)."""
+    for entry in root.glob(".*-*-*-*"):
+        kind, _, pid, _ = entry.name.split("-", 3)
+        if kind in (".tmp", ".old") and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _aside(root: Path, kind: str, key: str) -> Path:
+    return root / f".{kind}-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _discard(path: Path) -> None:
+    """Removes a kept store: first renamed aside (atomic), then deleted."""
+    aside = _aside(path.parent, "old", path.name)
+    try:
+        path.rename(aside)
+    except FileNotFoundError:  # not there, or another run removed it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _is_complete(path: Path, description: Mapping[str, Any]) -> bool:
+    try:
+        about = json.loads((path / _COMPLETE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(about, dict) and about.get("key") == dict(description)
+
+
+def _record_kept(
+    lm: LoadedModel,
+    history: Sequence[PersonalRecord],
+    final: Path,
+    description: Mapping[str, Any],
+    embedder: str | Embedder,
+    options: Mapping[str, Any],
+    progress: bool,
+) -> tuple[float, int]:
+    """Records a store into a temporary directory and renames it to ``final`` when complete."""
+    work = _aside(final.parent, "tmp", final.name)
+    try:
+        memory = open_memory(lm, work / "store", embedder=embedder, **options)
+        try:
+            began = time.perf_counter()
+            recorded = ingest_history(memory, history, progress=progress)
+            seconds = time.perf_counter() - began
+        finally:
+            _close(memory)
+        about = {"key": dict(description), "recorded_at": time.time(), "seconds": seconds}
+        (work / _COMPLETE).write_text(json.dumps(about, indent=1) + "\n", encoding="utf-8")
+        try:
+            work.rename(final)
+        except OSError:
+            if not _is_complete(final, description):
+                raise
+            shutil.rmtree(work, ignore_errors=True)  # another run completed it first
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return seconds, recorded
+
+
+@contextmanager
+def _cached_history(
+    lm: LoadedModel,
+    history: Sequence[PersonalRecord],
+    embedder: str | Embedder,
+    options: Mapping[str, Any],
+    fresh: bool,
+    writable: bool,
+    progress: bool,
+) -> Iterator[HistoryMemory]:
+    key, description = history_store_key(lm, history, embedder=embedder, options=options)
+    root = history_cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(root)
+    final = root / key
+    if fresh or (final.exists() and not _is_complete(final, description)):
+        _discard(final)
+    seconds, recorded = 0.0, 0
+    if not final.exists():
+        seconds, recorded = _record_kept(
+            lm, history, final, description, embedder, options, progress
+        )
+    with ExitStack() as stack:
+        location = final / "store"
+        if writable:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="fints-eval-"))
+            location = Path(shutil.copytree(location, Path(folder) / "store"))
+        memory = open_memory(lm, location, embedder=embedder, **options)
+        stack.callback(_close, memory)
+        _check_holds(memory, history, final, hint="record it again (fresh=True, --fresh)")
+        yield HistoryMemory(memory, seconds, recorded, str(final))
 
 
 def _trajectory(record: PersonalRecord) -> dict[str, Any]:
@@ -383,8 +705,7 @@ def ingest_history(
     Returns:
         How many trajectories were recorded.
     """
-    history = [r for r in records if r.split == "history"]
-    history.sort(key=lambda r: (r.user_id, r.turn))
+    history = _history(records)
     if not history:
         return 0
     memory.record_many([_trajectory(r) for r in history], progress=progress)
@@ -705,6 +1026,8 @@ def run_personal(
     embedder: str | Embedder = "minilm",
     progress: bool = True,
     engine_factory: Callable[..., Any] | None = None,
+    cache: bool = False,
+    fresh: bool = False,
 ) -> PersonalRun:
     """Runs one method of the personalized benchmark.
 
@@ -722,15 +1045,21 @@ def run_personal(
         copy_strings: Restrict free string arguments to spans of the request
             (:mod:`fints_agent.calls.spans`).
         memory: A memory that already holds exactly these records' history (it is not
-            ingested again; with ``online`` it receives the feedback). Default: a fresh
-            temporary memory, ingested here, removed afterwards.
-        embedder: Retrieval embedder of the fresh memory.
+            ingested again; with ``online`` it receives the feedback). Default: the history
+            of the users answered, recorded here (see ``cache``).
+        embedder: Retrieval embedder of the history memory.
         progress: Show progress bars.
         engine_factory: Builds the engine from ``(lm, memory, config)`` (default
             :class:`~fints_agent.engine.TurnEngine`).
+        cache: Keep the recorded history in the user cache and reuse it when the same
+            history is recorded again with the same model and vector settings (see
+            :func:`history_memory`); with ``online``, the feedback goes to a copy. Default: a
+            temporary memory, removed afterwards.
+        fresh: With ``cache``, record the history again (replacing the kept store).
 
     Returns:
-        The :class:`PersonalRun`.
+        The :class:`PersonalRun`; its summary tells ``recorded_trajectories`` (0 when a kept
+        store was reused), ``ingest_seconds`` and ``history_store`` (the kept store, if any).
 
     Raises:
         ValueError: Unknown method, bad limit or batch size, or no test records.
@@ -750,19 +1079,26 @@ def run_personal(
 
         config = SteeringConfig.for_model(lm.fingerprint)
     vectors = config.vectors if config is not None else "contrast"
-    with _memory_scope(lm, memory, needs_memory, embedder, vectors) as (mem, fresh):
-        ingest_s = 0.0
-        if fresh and mem is not None:
-            began = time.perf_counter()
-            users = set(picked)  # users are isolated: only those answered need their history
-            ingest_history(mem, [r for r in records if r.user_id in users], progress=progress)
-            ingest_s = time.perf_counter() - began
+    users = set(picked)  # users are isolated: only those answered need their history
+    answered = [r for r in records if r.user_id in users]
+    with _memory_scope(
+        lm,
+        memory,
+        needs_memory,
+        answered,
+        embedder,
+        vectors,
+        cache=cache,
+        fresh=fresh,
+        writable=online,
+        progress=progress,
+    ) as ingest:
         run = _answer_all(
             lm,
             grouped,
             picked,
             method,
-            mem,
+            ingest.memory if ingest is not None else memory,
             config,
             k,
             online,
@@ -772,7 +1108,9 @@ def run_personal(
             engine_factory,
             copy_strings=copy_strings,
         )
-        run.summary["ingest_seconds"] = round(ingest_s, 1)
+        run.summary["ingest_seconds"] = round(ingest.seconds, 1) if ingest else 0.0
+        run.summary["recorded_trajectories"] = ingest.recorded if ingest else 0
+        run.summary["history_store"] = ingest.location if ingest else None
         return run
 
 
@@ -781,15 +1119,20 @@ def _memory_scope(
     lm: LoadedModel | None,
     memory: Memory | None,
     needed: bool,
+    records: Sequence[PersonalRecord],
     embedder: str | Embedder,
     vectors: str,
-) -> Iterator[tuple[Memory | None, bool]]:
+    **how: Any,
+) -> Iterator[HistoryMemory | None]:
+    """The history memory of a run (None: the given memory, or none needed)."""
     if memory is not None or not needed:
-        yield memory, False
+        yield None
         return
     assert lm is not None
-    with temporary_memory(lm, embedder=embedder, vectors=vectors) as fresh:
-        yield fresh, True
+    with history_memory(
+        lm, records, embedder=embedder, options={"vectors": vectors}, **how
+    ) as ingest:
+        yield ingest
 
 
 def _answer_all(

@@ -1,10 +1,12 @@
 """Tune the steering configuration of a model on the HISTORY split only.
 
 Per user, the latest ``dev_per_user`` history records are held out as a dev set (only while a
-record with the same offered tools stays in the memory) and the others are recorded into a fresh
-memory (vectors of every layer and both sites, so that any
-configuration can select from them). A coordinate search then evaluates ``steer`` and
-``rag+steer`` on the dev set for one setting at a time, keeping the best so far:
+record with the same offered tools stays in the memory) and the others are recorded into a
+memory (vectors of every layer and both sites, so that any configuration can select from them;
+``fints-agent tune`` keeps it in the user cache and reuses it on the next run with the same
+records, model and vector settings, see :func:`~fints_agent.eval.personal.history_memory`).
+A coordinate search then evaluates ``steer`` and ``rag+steer`` on the dev set for one setting
+at a time, keeping the best so far:
 
 1. ``steer_prompt`` (steering the prompt positions too, or only generated ones),
 2. coefficient, 3. layer band (all, early, middle, late, early+middle, middle+late),
@@ -279,6 +281,8 @@ def tune(
     engine_factory: Callable[..., Any] | None = None,
     store: str | Path | None = None,
     steps: Sequence[str] | None = None,
+    cache: bool = False,
+    fresh: bool = False,
 ) -> dict[str, Any]:
     """Coordinate search of the steering configuration on held-out HISTORY records.
 
@@ -302,12 +306,18 @@ def tune(
         engine_factory: Builds the engine from ``(lm, memory, config)`` (default
             :class:`~fints_agent.engine.TurnEngine`).
         store: Keep the recorded history in this directory and reuse it on the next run with
-            the same users and ``dev_per_user`` (default: a temporary memory).
+            the same users and ``dev_per_user`` (default: a temporary memory, or the cache).
         steps: Run only these search steps (names of :func:`search_steps`), in their order.
+        cache: Keep the recorded history in the user cache and reuse it whenever the same
+            records are recorded with the same model and vector settings
+            (:func:`~fints_agent.eval.personal.history_memory`); ignored with ``store``.
+        fresh: Record the history again even where a recorded store exists (replacing it).
 
     Returns:
         ``{"best", "best_score", "baseline", "table", "dev_turns", "ingest_turns", "users",
-        "seconds", "saved_to", ...}``; ``table`` lists every evaluated candidate.
+        "seconds", "saved_to", "recorded_trajectories", "history_store", ...}``; ``table`` lists
+        every evaluated candidate; ``recorded_trajectories`` is 0 when a kept history store
+        was reused.
 
     Raises:
         ValueError: No dev records (too little history), an unknown step, or a ``store``
@@ -344,11 +354,15 @@ def tune(
         lm,
         ingest,
         store=store,
+        cache=cache and store is None,
+        fresh=fresh,
         embedder=embedder,
         progress=progress,
         options={"vectors": base.vectors},
-    ) as (memory, ingest_s):
-        log(f"tune: ingested {len(ingest)} history turns in {ingest_s:.0f}s; dev {len(dev)}")
+    ) as kept:
+        memory, ingest_s, recorded = kept.memory, kept.seconds, kept.recorded
+        how = f"reused {kept.location}" if kept.reused else f"in {ingest_s:.0f}s"
+        log(f"tune: recorded {recorded} of {len(ingest)} history turns ({how}); dev {len(dev)}")
         engine = (engine_factory or TurnEngine)(lm, memory, base)
         t0 = time.perf_counter()
         baseline = _evaluate(
@@ -417,6 +431,8 @@ def tune(
         "dev_turns": len(dev),
         "ingest_turns": len(ingest),
         "ingest_seconds": round(ingest_s, 1),
+        "recorded_trajectories": recorded,
+        "history_store": kept.location,
         "seconds": round(time.perf_counter() - began, 1),
         "budget_minutes": budget_minutes,
         "saved_to": saved,
