@@ -13,7 +13,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,25 @@ __all__ = [
     "bench_constrained",
     "bench_load",
     "bench_memory",
+    "bench_peer",
     "bench_personalization",
+    "bench_recording",
     "bench_steering",
+    "bench_turns",
     "run_bench",
     "timed_rate",
 ]
 
-SECTIONS = ("load", "steering", "constrained", "personalization", "memory")
+SECTIONS = (
+    "load",
+    "steering",
+    "peer",
+    "constrained",
+    "recording",
+    "turns",
+    "personalization",
+    "memory",
+)
 
 BENCH_PROMPT = [
     {"role": "user", "content": "Plan a weekend trip to Oslo: list what to pack and why."}
@@ -91,6 +104,35 @@ def bench_steering(lm: LoadedModel, *, tokens: int = 48, repeats: int = 5) -> di
         "steered_over_unsteered": round(rates["steered"] / rates["unsteered"], 3),
         "steered_layers": len(layers),
         "steered_sites": ["attn", "mlp"],
+        "tokens_per_run": tokens,
+        "repeats": repeats,
+    }
+
+
+def bench_peer(lm: LoadedModel, *, tokens: int = 48, repeats: int = 5) -> dict[str, Any]:
+    """Greedy decode tokens/s of this project's loop against plain ``transformers``
+    ``generate()`` on the same model and prompt (what ``ChatHuggingFace`` runs)."""
+    prompt = str(
+        lm.tokenizer.apply_chat_template(BENCH_PROMPT, tokenize=False, add_generation_prompt=True)
+    )
+    ids = lm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(lm.device)
+
+    def generate() -> int:
+        with torch.inference_mode():
+            out = lm.model.generate(  # type: ignore[operator]
+                **ids,
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                do_sample=False,
+                pad_token_id=lm.tokenizer.pad_token_id,
+            )
+        return int(out.shape[1] - ids["input_ids"].shape[1])
+
+    rates = _alternate({"fints": _greedy(lm, prompt, tokens), "generate": generate}, repeats)
+    return {
+        "decode_tokens_per_s_fints": round(rates["fints"], 2),
+        "decode_tokens_per_s_transformers_generate": round(rates["generate"], 2),
+        "fints_over_generate": round(rates["fints"] / rates["generate"], 3),
         "tokens_per_run": tokens,
         "repeats": repeats,
     }
@@ -242,6 +284,174 @@ def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
     }
 
 
+def _dataset_records(split: str, users: int) -> list[dict[str, Any]]:
+    """Records of the first users of the personal web-API dataset (source checkout), else of
+    a small built-in weather/ride set."""
+    path = Path(__file__).resolve().parent.parent / "examples" / "data" / "personal_webapi.jsonl"
+    if path.is_file():
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        rows = [
+            {
+                "user_id": f"u{i % 4}",
+                "split": "history" if i < 24 else "test",
+                "messages": [{"role": "user", "content": f"Weather in {c} for {d} days?"}],
+                "tools": [_WEATHER, _RIDE],
+                "chosen": {
+                    "name": "get_weather",
+                    "arguments": {"city": c, "units": ("celsius", "fahrenheit")[i % 2], "days": d},
+                },
+            }
+            for i, (c, d) in enumerate(
+                (c, d) for d in (2, 3, 4, 5) for c in ("Oslo", "Paris", "Rome", "Lima", "Kyiv")
+            )
+        ]
+    keep = list(dict.fromkeys(r["user_id"] for r in rows))[:users]
+    return [r for r in rows if r["user_id"] in keep and r.get("split", "history") == split]
+
+
+@contextmanager
+def _recording_as_before(lm: LoadedModel) -> Iterator[None]:
+    """Recording as it ran before prefix sharing, the baseline of :func:`bench_recording`:
+    no prefix cache, and pairs grouped only by identical prompt (each prompt encoded whole
+    once, its answers fed from its cache), not by what a trajectory's sequences share."""
+    from fints_agent.prefix_cache import PrefixCache
+    from fints_agent.steering.capture import CapturePlan, capture_answer_means
+
+    def by_prompt(plan: CapturePlan) -> torch.Tensor:
+        return capture_answer_means(
+            plan.lm,
+            plan.prompts,
+            plan.answers,
+            plan.layers,
+            plan.sites,
+            batch_size=plan.batch_size,
+            answer_offsets=plan.offsets,
+            answer_tails=plan.tails,
+        )
+
+    saved = lm.prefix_cache, CapturePlan.run
+    lm.prefix_cache = PrefixCache(max_bytes=0)
+    CapturePlan.run = by_prompt  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        lm.prefix_cache, CapturePlan.run = saved  # type: ignore[method-assign]
+
+
+def bench_recording(lm: LoadedModel, *, trajectories: int = 8) -> dict[str, Any]:
+    """Seconds to record one trajectory (``Memory.record``: vectors, embedding, write), per
+    vector kind, against recording as before prefix sharing, alternated in one run; the
+    vectors of both paths are compared.
+
+    The first recording of a set of tools also encodes their prefix (``..._first_of_tools``);
+    later ones, what a user's feedback costs in a running agent, take it from the cache.
+    """
+    from fints_agent.config import VectorKind
+    from fints_agent.memory import Memory, TrajectoryStore
+    from fints_agent.prefix_cache import PrefixCache
+
+    rows = _dataset_records("history", 12)[:trajectories]
+    out: dict[str, Any] = {"trajectories": len(rows)}
+    saved = lm.prefix_cache
+    kinds: tuple[VectorKind, ...] = ("split", "contrast")
+    try:
+        for kind in kinds:
+            lm.prefix_cache = PrefixCache()
+            with tempfile.TemporaryDirectory() as store:
+                memory = Memory(lm, TrajectoryStore(store), vectors=kind)
+                first: list[float] = []
+                tools: set[str] = set()
+                for row in rows:  # each row once, with the cache as a new deployment has it
+                    key = json.dumps(row["tools"], sort_keys=True)
+                    t0 = time.perf_counter()
+                    memory.record_many([row], progress=False)
+                    if key not in tools:
+                        first.append(time.perf_counter() - t0)
+                    tools.add(key)
+                fast: list[float] = []
+                before: list[float] = []
+                worst = 0.0
+                for row in rows:
+                    t0 = time.perf_counter()
+                    [new] = memory.record_many([row], progress=False)
+                    fast.append(time.perf_counter() - t0)
+                    with _recording_as_before(lm):
+                        t0 = time.perf_counter()
+                        [old] = memory.record_many([row], progress=False)
+                        before.append(time.perf_counter() - t0)
+                    got = memory.store.get_vectors(row["user_id"], [new, old])
+                    scale = float(abs(got[old]).max())
+                    worst = max(worst, float(abs(got[new] - got[old]).max()) / scale)
+                t0 = time.perf_counter()
+                memory.record_many(rows, progress=False)
+                batched = (time.perf_counter() - t0) / len(rows)
+            p50, p50_before = statistics.median(fast), statistics.median(before)
+            out[kind] = {
+                "seconds_per_trajectory_p50": round(p50, 3),
+                "seconds_per_trajectory_before_p50": round(p50_before, 3),
+                "speedup": round(p50_before / p50, 2),
+                "seconds_per_trajectory_first_of_tools_p50": round(statistics.median(first), 3),
+                "seconds_per_trajectory_record_many": round(batched, 3),
+                "vectors_max_relative_difference": float(f"{worst:.2e}"),
+            }
+    finally:
+        lm.prefix_cache = saved
+    return out
+
+
+def bench_turns(lm: LoadedModel, *, turns: int = 12) -> dict[str, Any]:
+    """Turn latency (steer, batch 1, the model's configuration) with the prefix cache and
+    without it, alternated on the same test turns; the calls of both are compared."""
+    from fints_agent.calls import to_tool_specs
+    from fints_agent.config import SteeringConfig
+    from fints_agent.engine import TurnEngine, TurnRequest
+    from fints_agent.memory import Memory, TrajectoryStore
+    from fints_agent.prefix_cache import PrefixCache
+
+    config = SteeringConfig.for_model(lm.fingerprint)
+    tests = _dataset_records("test", 6)[:turns]
+    saved = lm.prefix_cache
+    times: dict[str, list[float]] = {"cached": [], "uncached": []}
+    tokens: dict[str, list[int]] = {"cached": [], "uncached": []}
+    same = 0
+    with tempfile.TemporaryDirectory() as store:
+        memory = Memory(lm, TrajectoryStore(store), layers=config.layers, vectors=config.vectors)
+        memory.record_many(_dataset_records("history", 6), progress=False)
+        engine = TurnEngine(lm, memory, config)
+        caches = {"cached": saved, "uncached": PrefixCache(max_bytes=0)}
+        try:
+            for row in tests:
+                req = TurnRequest(
+                    row["messages"],
+                    to_tool_specs(row["tools"]),
+                    tool_choice="any",
+                    user_id=row["user_id"],
+                    personalization="steer",
+                )
+                calls = []
+                for mode, cache in caches.items():
+                    lm.prefix_cache = cache
+                    t0 = time.perf_counter()
+                    result = engine.complete(req)
+                    times[mode].append(time.perf_counter() - t0)
+                    tokens[mode].append(result.prompt_tokens)
+                    calls.append([(c.name, c.arguments) for c in result.calls])
+                same += calls[0] == calls[1]
+        finally:
+            lm.prefix_cache = saved
+    p50 = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "turn_seconds_p50_prefix_cache": round(p50["cached"], 3),
+        "turn_seconds_p50_no_prefix_cache": round(p50["uncached"], 3),
+        "speedup": round(p50["uncached"] / p50["cached"], 3),
+        "prompt_tokens_p50": statistics.median(tokens["cached"]),
+        "prefix_cache": saved.stats(),
+        "identical_calls": f"{same}/{len(tests)}",
+        "turns": len(tests),
+    }
+
+
 def bench_memory() -> dict[str, Any]:
     """The memory benchmark (``tools/bench_memory.py``) when run from a source checkout."""
     script = Path(__file__).resolve().parent.parent / "tools" / "bench_memory.py"
@@ -298,8 +508,14 @@ def run_bench(sections: list[str]) -> dict[str, Any]:
     result["model"] = {"name": lm.name, "fingerprint": lm.fingerprint}
     if "steering" in sections:
         result["steering"] = bench_steering(lm)
+    if "peer" in sections:
+        result["peer"] = bench_peer(lm)
     if "constrained" in sections:
         result["constrained"] = bench_constrained(lm)
+    if "recording" in sections:
+        result["recording"] = bench_recording(lm)
+    if "turns" in sections:
+        result["turns"] = bench_turns(lm)
     if "personalization" in sections:
         result["personalization"] = bench_personalization(lm)
     if "memory" in sections:

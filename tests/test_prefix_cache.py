@@ -70,7 +70,8 @@ def test_shared_capture_equals_whole_sequences(family: str, fresh_cache) -> None
     answers = [
         ["celsius today", "fahrenheit today", "celsius tomorrow"],
         ["sms now", "email now"],
-        ["car to the airport", "bus to the airport"],
+        # Own tails of very different lengths run in separate passes.
+        ["car", "bus to the airport from home please now to the office today and then " * 2],
     ]
     prompts = [p for p, group in zip(PROMPTS, answers, strict=True) for _ in group]
     flat = [a for group in answers for a in group]

@@ -294,8 +294,9 @@ class Recording:
         """The flat steering vectors of a chunk of trajectories, by the memory's ``vectors``
         kind (a split memory's: the contrastive vector, then the demonstration vector)."""
         from fints_agent.prompting import format_examples
-        from fints_agent.steering.contrast import contrastive_vectors
-        from fints_agent.steering.demonstration import demonstration_vectors
+        from fints_agent.steering.capture import CapturePlan
+        from fints_agent.steering.contrast import plan_contrastive
+        from fints_agent.steering.demonstration import plan_demonstration
 
         params = [{s.name: s.parameters for s in p.specs} for p in items]
         chosen = [
@@ -306,20 +307,22 @@ class Recording:
             [self.renderer.render_call(c.name, c.arguments, ps.get(c.name)) for c in n]
             for n, ps in zip(negatives, params, strict=True)
         ]
-        layers = list(self.layout.layers)
-        sites = self.layout.sites
         prefixes = [self.renderer.render_prefix(p.messages, p.tools) for p in items]
-        parts = []
+        # Both kinds of a split memory are captured in one plan: one set of forward passes.
+        plan = CapturePlan(
+            self.lm,
+            list(self.layout.layers),
+            self.layout.sites,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+        )
+        finishers = []
         if self.vectors in ("contrast", "split"):
-            parts.append(
-                contrastive_vectors(
-                    self.lm,
+            finishers.append(
+                plan_contrastive(
+                    plan,
                     [self.renderer.render_prompt(p.messages, p.tools) for p in items],
                     chosen,
                     rejected,
-                    layers,
-                    sites,  # type: ignore[arg-type]
-                    batch_size=self.batch_size,
                     skip_shared_prefix=self.skip_shared_prefix,
                     skip_shared_suffix=self.skip_shared_suffix,
                     prefixes=prefixes,
@@ -331,19 +334,18 @@ class Recording:
                 examples = format_examples([(p.messages, call.as_dict())], p.specs)
                 return str(self.renderer.render_prompt(p.messages, p.tools, examples=examples))
 
-            parts.append(
-                demonstration_vectors(
-                    self.lm,
+            finishers.append(
+                plan_demonstration(
+                    plan,
                     [shown(p, p.chosen) for p in items],
                     [[shown(p, c) for c in n] for p, n in zip(items, negatives, strict=True)],
                     chosen,
                     rejected,
-                    layers,
-                    sites,  # type: ignore[arg-type]
-                    batch_size=self.batch_size,
                     prefixes=prefixes,
                 )
             )
+        means = plan.run()
+        parts = [finish(means) for finish in finishers]
         return [_flatten(row) for row in zip(*parts, strict=True)]
 
     def record(

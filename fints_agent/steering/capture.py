@@ -25,7 +25,7 @@ from fints_agent.models import LoadedModel
 from fints_agent.prefix_cache import MIN_PREFIX_TOKENS, PastBatch, body_of, common_prefix
 from fints_agent.steering.layers import SITES, Site, check_layers, check_sites, find_sites
 
-__all__ = ["capture_answer_means"]
+__all__ = ["CapturePlan", "capture_answer_means"]
 
 Text = str | Sequence[int]
 
@@ -172,6 +172,84 @@ def capture_answer_means(
     return result
 
 
+class CapturePlan:
+    """Pairs gathered from several vector builders, captured in one call, so that one
+    trajectory's contrastive and demonstration pairs share forward passes.
+
+    Args:
+        lm: The model.
+        layers: Decoder layer indices (default: all).
+        sites: ``"attn"`` and/or ``"mlp"``.
+        batch_size: Pairs per forward pass.
+
+    Example:
+        >>> plan = CapturePlan(lm, layers=[0, 1])
+        >>> a = plan.add("Q: 2+2?\\nA: ", "4", group="t0")
+        >>> b = plan.add("Q: 2+2?\\nA: ", "5", group="t0")
+        >>> means = plan.run()
+        >>> means[a] - means[b]
+    """
+
+    def __init__(
+        self,
+        lm: LoadedModel,
+        layers: Sequence[int] | None = None,
+        sites: Sequence[Site] = SITES,
+        *,
+        batch_size: int = 8,
+    ) -> None:
+        self.lm = lm
+        self.layers: tuple[int, ...] = tuple(
+            range(len(find_sites(lm.model))) if layers is None else layers
+        )
+        self.sites: tuple[Site, ...] = tuple(sites)
+        self.batch_size = batch_size
+        self.prompts: list[Text] = []
+        self.answers: list[Text] = []
+        self.offsets: list[int] = []
+        self.tails: list[int] = []
+        self.groups: list[Hashable] = []
+        self.prefixes: list[Text | None] = []
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def add(
+        self,
+        prompt: Text,
+        answer: Text,
+        *,
+        offset: int = 0,
+        tail: int = 0,
+        group: Hashable = None,
+        prefix: Text | None = None,
+    ) -> int:
+        """Queue one pair (see :func:`capture_answer_means` for the arguments); returns its
+        row in :meth:`run`'s result."""
+        self.prompts.append(prompt)
+        self.answers.append(answer)
+        self.offsets.append(offset)
+        self.tails.append(tail)
+        self.groups.append(group)
+        self.prefixes.append(prefix)
+        return len(self.prompts) - 1
+
+    def run(self) -> torch.Tensor:
+        """Every queued pair's means: ``(pairs, layers, sites, d_model)``."""
+        return capture_answer_means(
+            self.lm,
+            self.prompts,
+            self.answers,
+            self.layers,
+            self.sites,
+            batch_size=self.batch_size,
+            answer_offsets=self.offsets,
+            answer_tails=self.tails,
+            groups=self.groups,
+            prefixes=self.prefixes,
+        )
+
+
 @dataclass
 class _Sequence:
     """One pair's token ids, the span ``[first, end)`` averaged, and its cacheable prefix."""
@@ -246,33 +324,71 @@ def _capture_chunk(
             )
         cache = out.cache
         _accumulate(total, sink, weights.to(device), rows)
-    # Each sequence's own tokens, from its group's cache, right-padded.
-    width = max(len(s.ids) - shared[rows[r]] for r, s in enumerate(members))
-    ids = torch.full((len(members), width), pad, dtype=torch.long)
-    new_mask = torch.zeros((len(members), width), dtype=torch.long)
-    weights = torch.zeros((len(members), width))
-    for r, s in enumerate(members):
-        start = shared[rows[r]]
-        part = s.ids[start:]
-        ids[r, : len(part)] = torch.tensor(part, dtype=torch.long)
-        new_mask[r, : len(part)] = 1
+    # Each sequence's own tokens, from its group's cache, right-padded, in passes of
+    # similar widths (padding a short tail to a long one costs more than another pass).
+    for part in _by_width([len(s.ids) - shared[rows[r]] for r, s in enumerate(members)]):
+        _own_pass(body, modules, sink, total, cache, mask, part, members, rows, shared, pad)
+    return (total / counts[:, None, None, None]).cpu()
+
+
+def _by_width(widths: Sequence[int]) -> list[list[int]]:
+    """Indices grouped into passes: sorted by width, a new pass where the width exceeds twice
+    the pass's first width plus a few tokens."""
+    order = sorted(range(len(widths)), key=lambda i: widths[i])
+    passes: list[list[int]] = []
+    for i in order:
+        if not passes or widths[i] > 2 * widths[passes[-1][0]] + 8:
+            passes.append([])
+        passes[-1].append(i)
+    return passes
+
+
+def _own_pass(
+    body: nn.Module,
+    modules: Sequence[tuple[int, int, nn.Module]],
+    sink: dict[tuple[int, int], torch.Tensor],
+    total: torch.Tensor,
+    cache: Any,
+    mask: torch.Tensor,
+    part: Sequence[int],
+    members: Sequence[_Sequence],
+    rows: Sequence[int],
+    shared: Sequence[int],
+    pad: int,
+) -> None:
+    """One pass over the own tokens of the members ``part`` (indices into ``members``), each
+    from its group's row (``rows``) of the shared cache, which is left as it is."""
+    from transformers import DynamicCache
+
+    device = mask.device
+    width = max(len(members[r].ids) - shared[rows[r]] for r in part)
+    ids = torch.full((len(part), width), pad, dtype=torch.long)
+    new_mask = torch.zeros((len(part), width), dtype=torch.long)
+    weights = torch.zeros((len(part), width))
+    for b, r in enumerate(part):
+        s, start = members[r], shared[rows[r]]
+        tokens = s.ids[start:]
+        ids[b, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        new_mask[b, : len(tokens)] = 1
         lo, hi = max(s.first, start), s.end
         if hi > lo:
-            weights[r, lo - start : hi - start] = 1.0
-    index = torch.tensor(rows, device=device)
+            weights[b, lo - start : hi - start] = 1.0
+    index = torch.tensor([rows[r] for r in part], device=device)
+    selected = None
     if cache is not None:
-        cache.batch_select_indices(index)
-    positions = torch.tensor([shared[g] for g in rows])[:, None] + torch.arange(width)[None, :]
+        selected = DynamicCache(config=getattr(body, "config", None))
+        for li, layer in enumerate(cache.layers):
+            selected.update(layer.keys[index], layer.values[index], li)
+    positions = torch.tensor([shared[rows[r]] for r in part])[:, None] + torch.arange(width)
     with _recording(modules, sink):
         body(
             input_ids=ids.to(device),
             attention_mask=torch.cat([mask[index], new_mask.to(device)], 1),
             position_ids=positions.to(device),
-            cache=cache,
+            cache=selected,
             use_cache=True,
         )
-    _accumulate(total, sink, weights.to(device), list(range(len(members))))
-    return (total / counts[:, None, None, None]).cpu()
+    _accumulate(total, sink, weights.to(device), list(range(len(part))), part)
 
 
 def _accumulate(
@@ -280,10 +396,14 @@ def _accumulate(
     sink: dict[tuple[int, int], torch.Tensor],
     weights: torch.Tensor,
     rows: Sequence[int],
+    members: Sequence[int] | None = None,
 ) -> None:
-    """Add each member's weighted sum of a pass's outputs (batch row ``rows[member]``) to
-    ``total`` (members, layers, sites, d_model); empties ``sink``."""
+    """Add the weighted sums of a pass's outputs to ``total`` (members, layers, sites,
+    d_model): weight row ``i`` reads batch row ``rows[i]`` into member ``members[i]``
+    (default: member ``i``); empties ``sink``."""
     index = torch.tensor(rows, device=weights.device)
+    into = torch.arange(len(rows)) if members is None else torch.tensor(list(members))
     for (li, si), out in sink.items():
-        total[:, li, si] += torch.einsum("bt,btd->bd", weights.to(out.dtype), out[index]).float()
+        sums = torch.einsum("bt,btd->bd", weights.to(out.dtype), out[index]).float()
+        total[into.to(total.device), li, si] += sums
     sink.clear()

@@ -10,15 +10,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import torch
 
 from fints_agent.models import LoadedModel
 from fints_agent.prefix_cache import common_prefix
-from fints_agent.steering.capture import Text, _ids, capture_answer_means
-from fints_agent.steering.layers import SITES, Site, find_sites
+from fints_agent.steering.capture import CapturePlan, Text, _ids
+from fints_agent.steering.layers import SITES, Site
 from fints_agent.steering.vector import SteeringVector
 
-__all__ = ["contrastive_vectors"]
+__all__ = ["contrastive_vectors", "plan_contrastive"]
 
 
 def _common_suffix(a: list[int], b: list[int], limit: int) -> int:
@@ -64,6 +66,32 @@ def contrastive_vectors(
         ValueError: Length mismatch, empty batch, a trajectory without rejected answers, or an
             answer of zero tokens.
     """
+    plan = CapturePlan(lm, layers, sites, batch_size=batch_size)
+    finish = plan_contrastive(
+        plan,
+        prompts,
+        chosen,
+        rejected,
+        skip_shared_prefix=skip_shared_prefix,
+        skip_shared_suffix=skip_shared_suffix,
+        prefixes=prefixes,
+    )
+    return finish(plan.run())
+
+
+def plan_contrastive(
+    plan: CapturePlan,
+    prompts: Sequence[Text],
+    chosen: Sequence[Text],
+    rejected: Sequence[Sequence[Text]],
+    *,
+    skip_shared_prefix: bool = False,
+    skip_shared_suffix: bool = False,
+    prefixes: Sequence[Text | None] | None = None,
+) -> Callable[[torch.Tensor], list[SteeringVector]]:
+    """Queue the pairs of :func:`contrastive_vectors` on a plan; returns the function that
+    turns the plan's result into the vectors (the arguments are those of
+    :func:`contrastive_vectors`)."""
     if not (len(prompts) == len(chosen) == len(rejected)):
         raise ValueError(
             f"{len(prompts)} prompts, {len(chosen)} chosen and {len(rejected)} rejected lists"
@@ -72,14 +100,9 @@ def contrastive_vectors(
         raise ValueError("empty batch: no trajectories given")
     if prefixes is not None and len(prefixes) != len(prompts):
         raise ValueError(f"{len(prefixes)} prefixes for {len(prompts)} prompts")
-    all_prompts: list[Text] = []
-    all_answers: list[Text] = []
-    offsets: list[int] = []
-    tails: list[int] = []
-    groups: list[int] = []
-    anchors: list[Text | None] = []
-    spans: list[tuple[int, int]] = []  # (index of chosen pair, number of rejected)
-    tok = lm.tokenizer
+    spans: list[tuple[int, int]] = []  # (row of the chosen pair, number of rejected)
+    tok = plan.lm.tokenizer
+    base = len(plan)
     for i, (p, c, rs) in enumerate(zip(prompts, chosen, rejected, strict=True)):
         if len(rs) == 0:
             raise ValueError(f"trajectory {i} has no rejected answers")
@@ -90,36 +113,23 @@ def contrastive_vectors(
             _common_suffix(c_ids, r, min(len(c_ids), len(r)) - h) if skip_shared_suffix else 0
             for r, h in zip(r_ids, heads, strict=True)
         ]
-        spans.append((len(all_prompts), len(rs)))
-        all_prompts.extend([p] * (1 + len(rs)))
-        all_answers.extend([c_ids, *r_ids])
-        offsets.extend([min(heads), *heads])
-        tails.extend([min(ends), *ends])
-        groups.extend([i] * (1 + len(rs)))
-        anchors.extend([None if prefixes is None else prefixes[i]] * (1 + len(rs)))
-    layer_list = list(range(len(find_sites(lm.model)))) if layers is None else list(layers)
-    means = capture_answer_means(
-        lm,
-        all_prompts,
-        all_answers,
-        layer_list,
-        sites,
-        batch_size=batch_size,
-        answer_offsets=offsets,
-        answer_tails=tails,
-        groups=groups,
-        prefixes=anchors,
-    )
-    vectors = []
-    for start, n_rej in spans:
-        diff = means[start] - means[start + 1 : start + 1 + n_rej].mean(0)
-        vectors.append(
+        group = ("contrast", base, i)  # a trajectory's pairs share their prefix
+        prefix = None if prefixes is None else prefixes[i]
+        row = plan.add(p, c_ids, offset=min(heads), tail=min(ends), group=group, prefix=prefix)
+        for r, h, e in zip(r_ids, heads, ends, strict=True):
+            plan.add(p, r, offset=h, tail=e, group=group, prefix=prefix)
+        spans.append((row, len(rs)))
+
+    def finish(means: torch.Tensor) -> list[SteeringVector]:
+        return [
             SteeringVector(
-                diff,
-                tuple(layer_list),
-                tuple(sites),
-                lm.fingerprint,
+                means[row] - means[row + 1 : row + 1 + n_rej].mean(0),
+                plan.layers,
+                plan.sites,
+                plan.lm.fingerprint,
                 {"kind": "contrastive", "rejected": n_rej},
             )
-        )
-    return vectors
+            for row, n_rej in spans
+        ]
+
+    return finish

@@ -20,15 +20,17 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+import torch
 
 from fints_agent.models import LoadedModel
 from fints_agent.prefix_cache import common_prefix
-from fints_agent.steering.capture import Text, _ids, capture_answer_means
-from fints_agent.steering.layers import SITES, Site, find_sites
+from fints_agent.steering.capture import CapturePlan, Text, _ids
+from fints_agent.steering.layers import SITES, Site
 from fints_agent.steering.vector import SteeringVector
 
-__all__ = ["demonstration_vectors"]
+__all__ = ["demonstration_vectors", "plan_demonstration"]
 
 
 def demonstration_vectors(
@@ -61,6 +63,25 @@ def demonstration_vectors(
         ValueError: Length mismatch, empty batch, or a trajectory none of whose rejected
             answers differs from the chosen one after its first token.
     """
+    plan = CapturePlan(lm, layers, sites, batch_size=batch_size)
+    finish = plan_demonstration(
+        plan, shown_chosen, shown_rejected, chosen, rejected, prefixes=prefixes
+    )
+    return finish(plan.run())
+
+
+def plan_demonstration(
+    plan: CapturePlan,
+    shown_chosen: Sequence[Text],
+    shown_rejected: Sequence[Sequence[Text]],
+    chosen: Sequence[Text],
+    rejected: Sequence[Sequence[Text]],
+    *,
+    prefixes: Sequence[Text | None] | None = None,
+) -> Callable[[torch.Tensor], list[SteeringVector]]:
+    """Queue the captures of :func:`demonstration_vectors` on a plan; returns the function
+    that turns the plan's result into the vectors (the arguments are those of
+    :func:`demonstration_vectors`)."""
     n = len(chosen)
     if not (len(shown_chosen) == len(shown_rejected) == len(rejected) == n):
         raise ValueError(
@@ -71,30 +92,24 @@ def demonstration_vectors(
         raise ValueError("empty batch: no trajectories given")
     if prefixes is not None and len(prefixes) != n:
         raise ValueError(f"{len(prefixes)} prefixes for {n} trajectories")
-    tok = lm.tokenizer
-    prompts: list[Text] = []
-    answers: list[list[int]] = []
-    offsets: list[int] = []
-    groups: list[int] = []
-    anchors: list[Text | None] = []
+    tok = plan.lm.tokenizer
+    base = len(plan)
     pairs: list[list[tuple[int, int]]] = []  # per trajectory: (chosen-shown, rejected-shown)
-
-    def add(i: int, prompt: Text, answer: list[int]) -> int:
-        """Queues one capture of trajectory ``i`` at the answer's last position (the
-        trajectory's captures share their common prefix); returns its index."""
-        prompts.append(prompt)
-        answers.append(answer)
-        offsets.append(len(answer) - 1)
-        groups.append(i)
-        anchors.append(None if prefixes is None else prefixes[i])
-        return len(prompts) - 1
-
     for i in range(n):
         if len(shown_rejected[i]) != len(rejected[i]):
             raise ValueError(
                 f"trajectory {i}: {len(shown_rejected[i])} prompts for "
                 f"{len(rejected[i])} rejected answers"
             )
+        group = ("demonstration", base, i)  # a trajectory's captures share their prefix
+        prefix = None if prefixes is None else prefixes[i]
+
+        def add(
+            prompt: Text, answer: list[int], group: tuple = group, prefix: Text | None = prefix
+        ) -> int:
+            """Queues one capture at the answer's last position; returns its row."""
+            return plan.add(prompt, answer, offset=len(answer) - 1, group=group, prefix=prefix)
+
         c_ids = _ids(tok, chosen[i])
         starts: list[tuple[int, int]] = []
         chosen_at: dict[int, int] = {}  # deciding position -> its chosen-shown capture
@@ -104,36 +119,25 @@ def demonstration_vectors(
             if head == 0:
                 continue
             if head not in chosen_at:
-                chosen_at[head] = add(i, shown_chosen[i], c_ids[:head])
-            starts.append((chosen_at[head], add(i, shown, c_ids[:head])))
+                chosen_at[head] = add(shown_chosen[i], c_ids[:head])
+            starts.append((chosen_at[head], add(shown, c_ids[:head])))
         if not starts:
             raise ValueError(
                 f"trajectory {i}: no rejected answer shares a first token with the chosen one, "
                 "so no position decides between them"
             )
         pairs.append(starts)
-    layer_list = list(range(len(find_sites(lm.model)))) if layers is None else list(layers)
-    means = capture_answer_means(
-        lm,
-        prompts,
-        answers,
-        layer_list,
-        sites,
-        batch_size=batch_size,
-        answer_offsets=offsets,
-        groups=groups,
-        prefixes=anchors,
-    )
-    vectors = []
-    for starts in pairs:
-        diff = sum(means[c] - means[r] for c, r in starts) / len(starts)
-        vectors.append(
+
+    def finish(means: torch.Tensor) -> list[SteeringVector]:
+        return [
             SteeringVector(
-                diff,  # type: ignore[arg-type]
-                tuple(layer_list),
-                tuple(sites),
-                lm.fingerprint,
+                sum(means[c] - means[r] for c, r in starts) / len(starts),  # type: ignore[arg-type]
+                plan.layers,
+                plan.sites,
+                plan.lm.fingerprint,
                 {"kind": "demonstration", "rejected": len(starts)},
             )
-        )
-    return vectors
+            for starts in pairs
+        ]
+
+    return finish
