@@ -400,24 +400,28 @@ def bench_recording(lm: LoadedModel, *, trajectories: int = 8) -> dict[str, Any]
     return out
 
 
-def bench_turns(lm: LoadedModel, *, turns: int = 12) -> dict[str, Any]:
-    """Turn latency (steer, batch 1, the model's configuration) with the prefix cache and
-    without it, alternated on the same test turns; the calls of both are compared."""
+def bench_turns(
+    lm: LoadedModel, *, turns: int = 12, users: int = 6, config: Any = None
+) -> dict[str, Any]:
+    """Turn latency (steer, batch 1, the model's configuration unless ``config`` is given)
+    with the prefix cache and without it, alternated on the same test turns; the calls of
+    both are compared. A configuration that steers the prompt (``steer_prompt``) encodes
+    steered turns' prompts whole."""
     from fints_agent.calls import to_tool_specs
     from fints_agent.config import SteeringConfig
     from fints_agent.engine import TurnEngine, TurnRequest
     from fints_agent.memory import Memory, TrajectoryStore
     from fints_agent.prefix_cache import PrefixCache
 
-    config = SteeringConfig.for_model(lm.fingerprint)
-    tests = _dataset_records("test", 6)[:turns]
+    config = config or SteeringConfig.for_model(lm.fingerprint)
+    tests = _dataset_records("test", users)[:turns]
     saved = lm.prefix_cache
     times: dict[str, list[float]] = {"cached": [], "uncached": []}
     tokens: dict[str, list[int]] = {"cached": [], "uncached": []}
     same = 0
     with tempfile.TemporaryDirectory() as store:
         memory = Memory(lm, TrajectoryStore(store), layers=config.layers, vectors=config.vectors)
-        memory.record_many(_dataset_records("history", 6), progress=False)
+        memory.record_many(_dataset_records("history", users), progress=False)
         engine = TurnEngine(lm, memory, config)
         caches = {"cached": saved, "uncached": PrefixCache(max_bytes=0)}
         try:
