@@ -291,7 +291,7 @@ def decode(
             # Jump-forward: text the grammar forces next is fed in the same forward pass.
             forced: list[int] = []
             if jumper is not None and not done[0] and len(generated[0]) < budgets[0]:
-                forced = jumper.forced_tokens(0)[: budgets[0] - len(generated[0])]
+                forced = jumper.forced_tokens(0, limit=budgets[0] - len(generated[0]))
                 if forced:
                     jumper.accept_tokens(0, forced)
                     generated[0].extend(forced)

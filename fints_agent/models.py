@@ -119,11 +119,19 @@ def _gguf_location() -> tuple[Path, str]:
     return folder, _GGUF_FILE
 
 
-def model_fingerprint(model: PreTrainedModel) -> str:
-    """A short stable hash of a model's architecture and a sample of its weights.
+_FINGERPRINT_SAMPLES = 64
+"""Elements sampled from each parameter tensor for :func:`model_fingerprint`."""
 
-    Two loads of the same weights give the same fingerprint whatever the dtype or device, so
-    steering vectors stay usable; a different model (or a fine-tuned copy) gives another one.
+
+def model_fingerprint(model: PreTrainedModel) -> str:
+    """A short stable hash of a model's architecture and a sample of all its weights.
+
+    Every parameter tensor counts: its name, its shape and :data:`_FINGERPRINT_SAMPLES` elements
+    spread evenly over it (so rows and columns both vary). A fine-tuned copy, or a model whose
+    decoder layers alone differ, gets another fingerprint, and steering vectors of one are
+    refused by the other. Two loads of the same weights give the same fingerprint whatever the
+    dtype or device: the samples are hashed through bfloat16. It reads a few thousand numbers
+    (milliseconds, one transfer from an accelerator).
     """
     cfg = model.config.to_dict()
     keep = {
@@ -132,10 +140,21 @@ def model_fingerprint(model: PreTrainedModel) -> str:
         if k in cfg
     }
     h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())
-    emb: torch.Tensor = model.get_input_embeddings().weight.detach()  # type: ignore[operator]
-    sample = emb[: min(16, emb.shape[0]), : min(64, emb.shape[1])].to("cpu")
-    # Through bfloat16, so that fp32 and bf16 loads of the same weights agree.
-    h.update(sample.to(torch.bfloat16).to(torch.float32).numpy().tobytes())
+    samples: list[torch.Tensor] = []
+    with torch.no_grad():
+        for name, param in model.named_parameters():  # a tied weight counts once
+            n = param.numel()
+            h.update(f"{name}:{list(param.shape)};".encode())
+            if n == 0 or param.device.type == "meta":
+                continue
+            k = min(n, _FINGERPRINT_SAMPLES)
+            positions = [(i * (n - 1)) // max(1, k - 1) for i in range(k)]
+            index = torch.tensor(positions, dtype=torch.long, device=param.device)
+            samples.append(param.detach().reshape(-1)[index].to(torch.float32))
+    if samples:
+        flat = torch.cat([s.to(samples[0].device) for s in samples]).cpu()
+        # Through bfloat16, so that fp32 and bf16 loads of the same weights agree.
+        h.update(flat.to(torch.bfloat16).to(torch.float32).numpy().tobytes())
     return h.hexdigest()[:16]
 
 

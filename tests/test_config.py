@@ -9,7 +9,7 @@ import pytest
 
 from fints_agent.config import SteeringConfig
 
-DEFAULT_MODEL_FINGERPRINT = "d8c09f069d1073d0"
+DEFAULT_MODEL_FINGERPRINT = "4ec2bf9548155add"
 """The embedded SmolLM2-135M-Instruct (its fingerprint is checked against the real model in
 the tests marked ``model``)."""
 

@@ -75,4 +75,4 @@ def test_default_model_facts(lm: LoadedModel) -> None:
     assert type(lm.model).__name__ == "LlamaForCausalLM"
     assert load_model() is lm  # one shared copy per (name, dtype, device)
     # The shipped steering preset is keyed by this fingerprint (tests/test_config.py).
-    assert lm.fingerprint == "d8c09f069d1073d0"
+    assert lm.fingerprint == "4ec2bf9548155add"

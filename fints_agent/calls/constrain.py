@@ -27,9 +27,8 @@ from typing import Any, Literal
 
 import torch
 import xgrammar as xgr
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
+from fints_agent.calls.errors import ToolSchemaError
 from fints_agent.calls.format import (
     ARGUMENTS_INFIX,
     CALL_OPEN,
@@ -38,7 +37,9 @@ from fints_agent.calls.format import (
     JSON_SEPARATORS,
     NAME_PREFIX,
 )
-from fints_agent.calls.schema import ToolSchemaError, ToolSpec
+from fints_agent.calls.instances import check_instance_size
+from fints_agent.calls.schema import ToolSpec
+from fints_agent.calls.validators import check_references, check_schema
 
 ToolMode = Literal["auto", "required", "none"]
 """``required``: one or more calls and nothing else; ``auto``: free text or calls (the model
@@ -126,6 +127,11 @@ class CallCompiler:
             ]
         return self._token_bytes
 
+    @functools.cached_property
+    def max_token_chars(self) -> int:
+        """The most characters one token spells (at least 1)."""
+        return max(1, max((len(raw) for raw in self.token_bytes), default=1))
+
     @property
     def closing_tokens(self) -> ClosingTokens:
         """Token ids that close open JSON (computed once); see :class:`ClosingTokens`."""
@@ -205,7 +211,27 @@ def _arguments_ebnf(schema_json: str) -> str:
     return str(grammar)
 
 
+@functools.lru_cache(maxsize=512)
+def _check_bounded(schema_json: str) -> None:
+    """Check a schema's references and that its smallest instance is finite and bounded.
+
+    A grammar without a finite output makes xgrammar's jump-forward string grow until memory
+    runs out; every grammar is built from a checked schema (tools from
+    :func:`~fints_agent.calls.schema.to_tool_specs` are checked there already, this also covers
+    specs built by hand).
+    """
+    schema = json.loads(schema_json)
+    check_references(schema)
+    check_instance_size(schema)
+
+
 def _call_tag(spec: ToolSpec) -> dict[str, Any]:
+    try:
+        _check_bounded(spec.schema_json)
+    except ToolSchemaError as exc:
+        raise ToolSchemaError(
+            f"tool {spec.name!r}: the parameters schema is not usable: {exc}"
+        ) from exc
     try:
         ebnf = _arguments_ebnf(spec.schema_json)
     except Exception as exc:
@@ -334,14 +360,20 @@ class CallGrammar:
             The grammar.
 
         Raises:
-            ToolSchemaError: If the schema is invalid or cannot be turned into a grammar.
+            ToolSchemaError: If the schema is invalid, refers outside itself, has no finite
+                valid value (or only very long ones), or cannot be turned into a grammar.
         """
         try:
-            Draft202012Validator.check_schema(dict(schema))
-            ebnf = _arguments_ebnf(json.dumps(schema, ensure_ascii=False))
+            schema_json = json.dumps(schema, ensure_ascii=False)
+            check_schema(schema)
+            _check_bounded(schema_json)
+        except ToolSchemaError as exc:
+            raise ToolSchemaError(f"invalid JSON schema: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ToolSchemaError(f"invalid JSON schema: not plain JSON: {exc}") from exc
+        try:
+            ebnf = _arguments_ebnf(schema_json)
             compiled = compiler.compiler.compile_grammar(ebnf)
-        except SchemaError as exc:
-            raise ToolSchemaError(f"invalid JSON schema: {exc.message}") from exc
         except Exception as exc:
             raise ToolSchemaError(
                 f"the JSON schema cannot be turned into a grammar: {exc}"
@@ -589,7 +621,7 @@ class ConstrainedDecoder:
             return ""
         return self._matchers[row].find_jump_forward_string()
 
-    def forced_tokens(self, row: int) -> list[int]:
+    def forced_tokens(self, row: int, limit: int | None = None) -> list[int]:
         """Tokens the grammar forces next in a row, safe to feed without sampling.
 
         The forced text is tokenized; the last token is left out (the model writes the boundary
@@ -599,24 +631,34 @@ class ConstrainedDecoder:
 
         Args:
             row: The batch row.
+            limit: The most tokens to return: pass what is left of the row's token budget, so
+                a long forced stretch is neither tokenized nor fed past it (``None``: no limit).
 
         Returns:
-            The token ids (possibly empty).
+            The token ids (possibly empty), at most ``limit`` of them.
         """
+        if limit is not None and limit < 1:
+            return []
         text = self.forced_text(row)
         if not text:
             return []
+        cut = False
+        if limit is not None:
+            # A token spells at most max_token_chars characters: this keeps more than `limit`.
+            keep = (limit + 2) * self._compiler.max_token_chars
+            cut = len(text) > keep
+            text = text[:keep]
         tokens = self._compiler.encode(text)
         probe = self._matchers[row].fork()
         for count, token in enumerate(tokens):
             if not probe.accept_token(token):
-                return tokens[: max(0, count - 1)]
-        if probe.is_completed():
+                return tokens[: max(0, count - 1)][:limit]
+        if not cut and probe.is_completed():
             scratch = xgr.allocate_token_bitmask(1, self.grammar.vocab_size)
             probe.fill_next_token_bitmask(scratch)
             if torch.equal(scratch[0], self._compiler.stop_mask):
-                return tokens
-        return tokens[:-1]
+                return tokens[:limit]
+        return tokens[:-1][:limit]
 
     def is_complete(self, row: int) -> bool:
         """Tell whether the tokens accepted so far form a complete output of the grammar.

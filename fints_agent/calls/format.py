@@ -23,7 +23,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
+from fints_agent.calls.validators import schema_validator
 
 if TYPE_CHECKING:
     from fints_agent.calls.schema import ToolSpec
@@ -110,13 +110,9 @@ def _order(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> An
 
 
 def _validates(value: Any, schema: Mapping[str, Any], root: Mapping[str, Any]) -> bool:
-    full = dict(schema)
-    for key in ("$defs", "definitions"):
-        if key in root and key not in full:
-            full[key] = root[key]
     try:
-        return bool(Draft202012Validator(full).is_valid(value))
-    except Exception:  # an unresolvable reference: treat as no match
+        return bool(schema_validator(schema, root=root).is_valid(value))
+    except Exception:  # an unresolvable or outside reference: treat as no match
         return False
 
 

@@ -13,22 +13,33 @@ import functools
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.exceptions import best_match
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
+from fints_agent.calls.errors import ToolSchemaError
 from fints_agent.calls.format import CALL_CLOSE, CALL_OPEN
+from fints_agent.calls.instances import check_instance_size, example_value
+from fints_agent.calls.validators import check_schema, schema_validator
+
+__all__ = [
+    "TOOL_NAME_PATTERN",
+    "InvalidToolCall",
+    "ToolCall",
+    "ToolSchemaError",
+    "ToolSpec",
+    "example_value",
+    "new_call_id",
+    "parse_calls",
+    "to_tool_specs",
+    "validate_arguments",
+]
 
 TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 """Tool names the call format accepts (as in the OpenAI API)."""
-
-
-class ToolSchemaError(ValueError):
-    """A tool cannot be used: it has no name, a bad name, a duplicate name or a bad schema."""
 
 
 def new_call_id() -> str:
@@ -179,22 +190,26 @@ def _check_parameters(parameters: Any, label: str) -> dict[str, Any]:
             f"{label}: the parameters schema must have type 'object' (got {parameters['type']!r})"
         )
     try:
-        Draft202012Validator.check_schema(parameters)
-    except SchemaError as exc:
-        where = "/".join(str(part) for part in exc.path) or "(root)"
-        raise ToolSchemaError(
-            f"{label}: invalid parameters schema at {where}: {exc.message}"
-        ) from exc
+        check_schema(parameters)
+    except ToolSchemaError as exc:
+        raise ToolSchemaError(f"{label}: {_parameters_problem(exc)}") from exc
     try:
         json.dumps(parameters, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ToolSchemaError(f"{label}: the parameters schema is not plain JSON: {exc}") from exc
+    try:
+        check_instance_size(parameters)
+    except ToolSchemaError as exc:
+        raise ToolSchemaError(f"{label}: {_parameters_problem(exc)}") from exc
     return parameters
 
 
-@functools.lru_cache(maxsize=1024)
-def _validator(schema_json: str) -> Draft202012Validator:
-    return Draft202012Validator(json.loads(schema_json))
+def _parameters_problem(exc: ToolSchemaError) -> str:
+    """The message of a schema check, worded for a tool's parameters schema."""
+    text = str(exc)
+    if text.startswith("invalid schema at "):
+        return "invalid parameters schema at " + text[len("invalid schema at ") :]
+    return f"the parameters schema is not usable: {text}"
 
 
 def validate_arguments(spec: ToolSpec, arguments: Any) -> str | None:
@@ -208,7 +223,7 @@ def validate_arguments(spec: ToolSpec, arguments: Any) -> str | None:
         ``None`` when the arguments are valid, else a message naming the most relevant problem
         (prefixed with its path in the arguments).
     """
-    error = best_match(_validator(spec.schema_json).iter_errors(arguments))
+    error = best_match(schema_validator(spec.parameters).iter_errors(arguments))
     if error is None:
         return None
     where = "/".join(str(part) for part in error.absolute_path)
@@ -216,51 +231,6 @@ def validate_arguments(spec: ToolSpec, arguments: Any) -> str | None:
 
 
 _BLOCK = re.compile(re.escape(CALL_OPEN) + r"(.*?)(" + re.escape(CALL_CLOSE) + r"|\Z)", re.DOTALL)
-
-
-def example_value(schema: Any, text: str = "", depth: int = 0) -> Any:
-    """A small value valid against ``schema``: const, default, first enum value, first
-    ``anyOf`` branch; strings take ``text`` (else ``"unknown"``), numbers the minimum or 1,
-    arrays ``minItems`` examples, objects their required properties."""
-    if not isinstance(schema, Mapping) or depth > 4:
-        return None
-    if "const" in schema:
-        return schema["const"]
-    if "default" in schema:
-        return copy.deepcopy(schema["default"])
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf"):
-        if isinstance(schema.get(key), list) and schema[key]:
-            return example_value(schema[key][0], text, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), kind[0] if kind else None)
-    if kind == "string":
-        limit = schema.get("maxLength")
-        string = text or "unknown"
-        return string[: int(limit)] if isinstance(limit, int) else string
-    if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        number = 1 if low is None else low + (1 if "exclusiveMinimum" in schema else 0)
-        high = schema.get("maximum")
-        if high is not None and number > high:
-            number = high
-        return int(number) if kind == "integer" else number
-    if kind == "boolean":
-        return False
-    if kind == "array":
-        n = int(schema.get("minItems", 0) or 0)
-        return [example_value(schema.get("items"), text, depth + 1) for _ in range(n)]
-    if kind == "object" or "properties" in schema:
-        found = schema.get("properties")
-        props: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
-        need = schema.get("required")
-        required: list[Any] = need if isinstance(need, list) else []
-        return {k: example_value(props.get(k), text, depth + 1) for k in required}
-    if kind == "null":
-        return None
-    return text or "unknown"
 
 
 def parse_calls(

@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
+from fints_agent.calls.validators import schema_validator as local_validator
 from fints_agent.eval.dataset import schema_validator
 
 __all__ = [
@@ -379,7 +378,7 @@ def _convert_schema(node: Any) -> dict[str, Any]:
             out["type"] = [json_type, "null"]
             if "enum" in out:
                 out["enum"] = [*out["enum"], None]
-        if jsonschema.Draft202012Validator(out).is_valid(default):
+        if local_validator(out).is_valid(default):
             out["default"] = default
     return out
 

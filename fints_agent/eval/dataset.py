@@ -31,6 +31,10 @@ from typing import Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fints_agent.calls.errors import ToolSchemaError
+from fints_agent.calls.validators import check_schema
+from fints_agent.calls.validators import schema_validator as local_validator
+
 __all__ = [
     "DEFAULT_MAX_LINE_BYTES",
     "DatasetError",
@@ -181,14 +185,17 @@ def schema_validator(schema: Mapping[str, Any]) -> jsonschema.protocols.Validato
     Returns:
         A validator for the schema.
 
+    References resolve only inside the schema (nothing is fetched, see
+    :mod:`fints_agent.calls.validators`).
+
     Raises:
-        jsonschema.exceptions.SchemaError: The schema itself is invalid.
+        ToolSchemaError: The schema itself is invalid, or a reference points outside it.
     """
     key = json.dumps(schema, sort_keys=True, default=str)
     validator = _VALIDATORS.get(key)
     if validator is None:
-        jsonschema.Draft202012Validator.check_schema(schema)
-        validator = jsonschema.Draft202012Validator(schema)
+        check_schema(schema)
+        validator = local_validator(schema)
         if len(_VALIDATORS) > 4096:
             _VALIDATORS.clear()
         _VALIDATORS[key] = validator
@@ -256,9 +263,9 @@ def parse_record(data: Any, path: str | None = None, line: int | None = None) ->
             raise DatasetError(f"tool '{name}' is offered twice", path, line)
         try:
             schema_validator(tool.function.parameters)
-        except jsonschema.exceptions.SchemaError as exc:
+        except ToolSchemaError as exc:
             raise DatasetError(
-                f"tool '{name}' has an invalid parameters schema: {exc.message}", path, line
+                f"tool '{name}' has an invalid parameters schema: {exc}", path, line
             ) from None
         tools[name] = tool
 

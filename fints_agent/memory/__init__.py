@@ -19,7 +19,9 @@ Modules: :mod:`~fints_agent.memory.recording` (checking and recording trajectori
 into :class:`Memory`), :mod:`~fints_agent.memory.store` (Chroma persistence),
 :mod:`~fints_agent.memory.embed` (retrieval embedders), :mod:`~fints_agent.memory.aggregate`
 (weights and sums), :mod:`~fints_agent.memory.negatives` (call checks and negatives),
-:mod:`~fints_agent.memory.cli` (``fints-agent memory ...``).
+:mod:`~fints_agent.memory.cli` (``fints-agent memory ...``),
+:mod:`~fints_agent.memory.background` (recording without blocking the caller:
+:class:`BackgroundRecorder`).
 
 Example:
     >>> lm = load_model()
@@ -53,6 +55,7 @@ from fints_agent.memory.aggregate import (
     mix_weights,
     select_top,
 )
+from fints_agent.memory.background import BackgroundRecorder, RecorderClosedError
 from fints_agent.memory.embed import (
     Embedder,
     EmbedderError,
@@ -84,6 +87,7 @@ from fints_agent.steering.vector import SteeringVector
 
 __all__ = [
     "VECTOR_KINDS",
+    "BackgroundRecorder",
     "Embedder",
     "EmbedderError",
     "InvalidCallError",
@@ -92,6 +96,7 @@ __all__ = [
     "MemoryInputError",
     "MiniLMEmbedder",
     "Recency",
+    "RecorderClosedError",
     "RecoveryReport",
     "Retrieval",
     "StoreError",
@@ -643,17 +648,22 @@ class Memory(Recording):
         self._uncache(ids)
         return self.store.delete_user(user_id)
 
-    def export_user(self, user_id: str, path: str | Path) -> int:
-        """Write a user's memory (vectors included, exact) to a JSON Lines file."""
-        return self.store.export_user(user_id, path)
+    def export_user(self, user_id: str, path: str | Path, *, force: bool = False) -> int:
+        """Write a user's memory (vectors included, exact) to a JSON Lines file (see
+        :meth:`TrajectoryStore.export_user`; an existing file is refused unless ``force``)."""
+        return self.store.export_user(user_id, path, force=force)
 
-    def import_user(self, path: str | Path, *, as_user: str | None = None) -> int:
-        """Add an exported memory (see :meth:`TrajectoryStore.import_user`).
+    def import_user(
+        self, path: str | Path, *, as_user: str | None = None, allow_unchecked: bool = False
+    ) -> int:
+        """Add an exported memory, all or nothing (see :meth:`TrajectoryStore.import_user`).
 
         Raises:
+            StoreError: The file fails a check (records of another user, count, checksum,
+                values) or an id belongs to another user of the store.
             StoreLayoutError: The file's vectors are of another model, layers or embedder.
         """
-        return self.store.import_user(path, as_user=as_user)
+        return self.store.import_user(path, as_user=as_user, allow_unchecked=allow_unchecked)
 
     def stats(self) -> dict[str, Any]:
         """The store's statistics plus this memory's settings."""

@@ -5,12 +5,17 @@ None of these commands loads a model: they read and write the store only.
 Examples:
     fints-agent memory stats --store ./memory
     fints-agent memory list alice --store http://127.0.0.1:8000 --limit 20
-    fints-agent memory export alice alice.jsonl
+    fints-agent memory export alice alice.jsonl            # --force overwrites a file
+    fints-agent memory import alice.jsonl                  # into alice, all or nothing
     fints-agent memory import alice.jsonl --as-user alice-copy
     fints-agent memory forget alice --yes
     fints-agent memory delete alice 3f2c9a...
     fints-agent memory recover --store ./memory
     fints-agent memory upgrade --store ./memory   # a store written by an older version
+
+An export file starts with a header line (user, trajectory count, model layout and the SHA-256
+of the lines after it); ``import`` checks all of it before writing anything, and refuses files
+of older versions, which have no checksum, unless given ``--allow-unchecked``.
 
 ``--store`` defaults to ``$FINTS_MEMORY_STORE``, else ``memory`` under the user cache directory
 (the chat model's default). The same functions run standalone:
@@ -119,7 +124,7 @@ def _cmd_delete(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     store = _open(args)
-    n = store.export_user(args.user, args.path)
+    n = store.export_user(args.user, args.path, force=args.force)
     _print(
         args,
         {"user_id": args.user, "exported": n, "path": args.path},
@@ -130,7 +135,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     store = _open(args, must_exist=False)
-    n = store.import_user(args.path, as_user=args.as_user)
+    n = store.import_user(args.path, as_user=args.as_user, allow_unchecked=args.allow_unchecked)
     _print(args, {"imported": n, "path": args.path}, f"imported {n} trajectories from {args.path}")
     return 0
 
@@ -227,11 +232,28 @@ def add_memory_commands(subparsers: Any) -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[common], help="write a user's memory to JSON Lines")
     p.add_argument("user")
     p.add_argument("path")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=_guard(_cmd_export))
 
-    p = sub.add_parser("import", parents=[common], help="add an exported memory")
+    p = sub.add_parser(
+        "import",
+        parents=[common],
+        help="add an exported memory (all or nothing)",
+        description=(
+            "Add the trajectories of an export file to the user its header names (or to "
+            "--as-user, under fresh ids). The whole file is checked first: every record must "
+            "belong to the header's user, the trajectory count and the checksum must match, "
+            "vectors must be finite, and no id may belong to another user of the store; any "
+            "failure imports nothing."
+        ),
+    )
     p.add_argument("path")
-    p.add_argument("--as-user", default=None, help="import under this user id")
+    p.add_argument("--as-user", default=None, help="import under this user id (fresh ids)")
+    p.add_argument(
+        "--allow-unchecked",
+        action="store_true",
+        help="accept an export of an older version, which has no checksum",
+    )
     p.set_defaults(func=_guard(_cmd_import))
 
     p = sub.add_parser("recover", parents=[common], help="finish operations a crash interrupted")

@@ -43,6 +43,7 @@ from fints_agent.calls.schema import (
     to_tool_specs,
     validate_arguments,
 )
+from fints_agent.calls.validators import schema_validator
 
 __all__ = [
     "NEGATIVE_SOURCES",
@@ -248,8 +249,6 @@ def fill_arguments(
     required property (strings get the request text). Optional properties with nothing to
     borrow are left out.
     """
-    from jsonschema import Draft202012Validator
-
     props = _properties(spec)
     required = spec.parameters.get("required")
     required = list(required) if isinstance(required, list) else []
@@ -261,14 +260,14 @@ def fill_arguments(
             continue
         if key in source:
             try:
-                ok = Draft202012Validator(schema).is_valid(source[key])
+                ok = schema_validator(schema, root=spec.parameters).is_valid(source[key])
             except Exception:  # an unresolvable reference: do not borrow
                 ok = False
             if ok:
                 args[key] = copy.deepcopy(source[key])
                 continue
         if key in required:
-            args[key] = example_value(schema, text)
+            args[key] = example_value(schema, text, root=spec.parameters)
     return args
 
 

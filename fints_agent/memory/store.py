@@ -52,6 +52,14 @@ left without a trajectory by a crash are never returned, and :meth:`TrajectorySt
 on open for journal entries older than a grace period) deletes them. Deletes and forgets remove
 the trajectory records first, are journaled the same way, and are completed on recovery.
 
+Export files (:meth:`TrajectoryStore.export_user`, ``fints-agent memory export``) are JSON Lines:
+a header (format, version, user, trajectory count, layout, and the SHA-256 of every byte after
+the header line), then one trajectory per line. Import checks the whole file before writing
+anything: every record must belong to the header's user, the count and checksum must match,
+values must be finite; ids of another user of the store are refused (``as_user`` imports under
+fresh ids instead), and a write that fails midway is undone. Files of the first version have no
+checksum and are imported only when asked to (``allow_unchecked``, ``--allow-unchecked``).
+
 Example:
     >>> store = TrajectoryStore("./memory")                 # embedded
     >>> store = TrajectoryStore("http://127.0.0.1:8000")    # a Chroma server
@@ -61,6 +69,7 @@ Example:
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import logging
@@ -81,6 +90,8 @@ from fints_agent.steering.vector import VectorMismatchError
 
 __all__ = [
     "EXPORT_FORMAT",
+    "EXPORT_VERSION",
+    "MAX_ABS_VALUE",
     "RecoveryReport",
     "StoreError",
     "StoreLayout",
@@ -96,7 +107,16 @@ logger = logging.getLogger(__name__)
 
 EXPORT_FORMAT = "fints-trajectories"
 """The ``format`` field of an export file's header line."""
+EXPORT_VERSION = 2
+"""The ``version`` of the export files written now: version 2 added the header's ``checksum``
+(version 1 files have none and are imported only on request, see
+:meth:`TrajectoryStore.import_user`)."""
+MAX_ABS_VALUE = 1e6
+"""The largest magnitude an imported vector or embedding value may have (steering vectors and
+retrieval embeddings are far smaller; a value near the float32 maximum overflows the weighted
+sums of retrieval to infinity)."""
 _FORMAT_VERSION = 1
+_CHECKSUM_PLACEHOLDER = "sha256:" + "0" * 64
 _PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$")
 _VECTOR_HNSW = {"ef_construction": 4, "max_neighbors": 2, "ef_search": 1}
 _ADD_CHUNK = 64
@@ -382,6 +402,58 @@ def _b64_f32(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4").astype(np.float32)
 
 
+def _value_problem(values: Any, limit: float | None = MAX_ABS_VALUE) -> str | None:
+    """Why a vector or embedding cannot be stored or imported (``None``: it can).
+
+    Args:
+        values: The vector or embedding.
+        limit: The largest magnitude allowed (``None``: any finite value).
+    """
+    if values is None:
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    if array.size == 0:
+        return None
+    if not np.isfinite(array).all():
+        return "has values that are not finite (NaN or infinity)"
+    peak = float(np.abs(array).max())
+    if limit is not None and peak > limit:
+        return f"has a value of magnitude {peak:.3g}, beyond the limit of {limit:.0e}"
+    return None
+
+
+def _export_record(line: str, where: str) -> TrajectoryRecord:
+    """One trajectory line of an export file.
+
+    Raises:
+        StoreError: A malformed line (``where`` names it).
+    """
+    try:
+        d = json.loads(line)
+        tid = d["id"]
+        if not isinstance(tid, str) or not tid:
+            raise ValueError(f"id {tid!r} is not a non-empty string")
+        return TrajectoryRecord(
+            id=tid,
+            user_id=str(d["user_id"]),
+            request=str(d["request"]),
+            chosen=dict(d["chosen"]),
+            created_at=float(d["created_at"]),
+            seq=int(d["seq"]),
+            rejected=list(d.get("rejected", [])),
+            messages=list(d.get("messages", [])),
+            tools=list(d.get("tools", [])),
+            negatives=str(d.get("negatives", "given")),
+            choices=dict(d.get("choices", {})),
+            supersedes=d.get("supersedes") or None,
+            superseded_by=d.get("superseded_by") or None,
+            embedding=_b64_f32(d["embedding"]),
+            vector=_b64_f32(d["vector"]),
+        )
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise StoreError(f"{where}: malformed trajectory: {exc}") from exc
+
+
 def _is_not_found(exc: BaseException) -> bool:
     from chromadb.errors import NotFoundError
 
@@ -626,13 +698,19 @@ class TrajectoryStore:
         that trajectory (of the same user) superseded.
 
         Raises:
-            StoreError: No layout bound yet.
+            StoreError: No layout bound yet, or a vector or embedding value is not finite
+                (nothing is written, not even a journal entry).
             StoreLayoutError: Wrong vector or embedding width.
             ValueError: Bad user id or repeated ids.
         """
         if not records:
             return
         self.check_vectors(records)
+        for r in records:
+            for what, values in (("vector", r.vector), ("embedding", r.embedding)):
+                problem = _value_problem(values, limit=None)
+                if problem is not None:
+                    raise StoreError(f"trajectory {r.id}: its {what} {problem}")
         ids = [r.id for r in records]
         if len(set(ids)) != len(ids):
             raise ValueError("repeated trajectory ids in one add")
@@ -646,10 +724,40 @@ class TrajectoryStore:
         with self._user_lock(user_id):  # same-user writes (and forgets) in order
             self._add_user_locked(user_id, group)
 
-    def _add_user_locked(self, user_id: str, group: list[TrajectoryRecord]) -> None:
+    def _add_user_locked(
+        self, user_id: str, group: list[TrajectoryRecord], *, rollback: bool = False
+    ) -> None:
+        """Write one user's trajectories (journaled).
+
+        With ``rollback`` (the ids must be new to the store), a failed write deletes what it
+        wrote and its journal entry before the error propagates: all or nothing.
+        """
         ids = [r.id for r in group]
         supersede = [(r.supersedes, r.id) for r in group if r.supersedes]
         entry = self._journal_begin("add", user_id, ids, supersede=supersede)
+        if not rollback:
+            self._write_user(user_id, group, supersede)
+            self._journal_end(entry)
+            return
+        try:
+            self._write_user(user_id, group, supersede)
+        except BaseException:
+            try:
+                self._delete_ids(user_id, ids)
+            except Exception:
+                logger.exception("rolling back %d trajectories of %r failed", len(ids), user_id)
+                raise  # the journal entry stays: recover() completes the rollback
+            self._journal_end(entry)
+            raise
+        self._journal_end(entry)
+
+    def _write_user(
+        self,
+        user_id: str,
+        group: list[TrajectoryRecord],
+        supersede: Sequence[tuple[str | None, str]],
+    ) -> None:
+        """Vectors, then trajectory records, then population entries, then supersession."""
         t = self._trajectories(user_id, create=True)
         v = self._vectors(create=True)
         pop = self._pop(create=True)
@@ -687,7 +795,6 @@ class TrajectoryStore:
         for old, new in supersede:
             if old is not None:
                 self.mark_superseded(user_id, old, new)
-        self._journal_end(entry)
 
     @staticmethod
     def _trajectory_meta(r: TrajectoryRecord) -> dict[str, Any]:
@@ -954,16 +1061,23 @@ class TrajectoryStore:
         return empty
 
     def users(self) -> list[str]:
-        """Ids of users with a trajectory collection (possibly empty), sorted."""
-        prefix = self._name("t") + "-"
+        """Ids of users with a trajectory collection (possibly empty), sorted.
+
+        Only this store's collections count: ``P-t-`` and a user key, that key being the hash
+        of the collection's user id (a store whose prefix extends this one's, such as ``P-t``,
+        is another store).
+        """
+        pattern = re.compile(re.escape(self._name("t")) + r"-([0-9a-f]{32})")
         found = []
         for col in self.client.list_collections():
             name = col if isinstance(col, str) else col.name
-            if name.startswith(prefix):
-                c = col if not isinstance(col, str) else self._collection(name)
-                uid = (getattr(c, "metadata", None) or {}).get("user_id")
-                if isinstance(uid, str):
-                    found.append(uid)
+            match = pattern.fullmatch(name)
+            if match is None:
+                continue
+            c = col if not isinstance(col, str) else self._collection(name)
+            uid = (getattr(c, "metadata", None) or {}).get("user_id")
+            if isinstance(uid, str) and _user_key(uid) == match.group(1):
+                found.append(uid)
         return sorted(found)
 
     def count(self, user_id: str | None = None) -> int:
@@ -1164,110 +1278,231 @@ class TrajectoryStore:
                 self._delete_ids(user_id, dangling)
 
     # -- export / import ------------------------------------------------------------------------
-    def export_user(self, user_id: str, path: str | Path) -> int:
+    def export_user(self, user_id: str, path: str | Path, *, force: bool = False) -> int:
         """Write a user's trajectories, embeddings and vectors to a JSON Lines file.
 
-        The first line is a header (format, version, user, layout); each further line is one
-        trajectory, with its embedding and vector as base64 of little-endian float32 (exact).
+        The first line is a header: format, version (:data:`EXPORT_VERSION`), user, count,
+        layout and ``checksum``, the SHA-256 of every byte after the header line
+        (``"sha256:<hex>"``). Each further line is one trajectory of the user, with its
+        embedding and vector as base64 of little-endian float32 (exact). The file is written
+        under ``PATH.tmp`` and renamed into place once complete; on failure the temporary file
+        is removed.
+
+        Args:
+            user_id: Whose trajectories.
+            path: The file to write.
+            force: Overwrite an existing file (otherwise it is refused).
 
         Returns:
             How many trajectories were written.
+
+        Raises:
+            StoreError: The file exists (without ``force``) or cannot be written.
         """
+        check_user_id(user_id)
+        target = Path(path)
+        if target.is_dir():
+            raise StoreError(f"{target} is a directory")
+        if target.exists() and not force:
+            raise StoreError(f"{target} already exists: pass --force to overwrite it")
         layout = self.layout
-        records = self.get(user_id, with_embeddings=True, with_payload=True, with_vectors=True)
+        records = [
+            r
+            for r in self.get(user_id, with_embeddings=True, with_payload=True, with_vectors=True)
+            if r.vector is not None and r.embedding is not None
+        ]
         header = {
             "format": EXPORT_FORMAT,
-            "version": _FORMAT_VERSION,
+            "version": EXPORT_VERSION,
             "user_id": user_id,
             "count": len(records),
             "layout": layout.to_dict() if layout else None,
+            "checksum": _CHECKSUM_PLACEHOLDER,
         }
-        tmp = Path(str(path) + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(json.dumps(header, ensure_ascii=False) + "\n")
-            for r in records:
-                if r.vector is None or r.embedding is None:
-                    continue
-                line = {
-                    **r.summary(),
-                    "rejected": r.rejected,
-                    "messages": r.messages,
-                    "tools": r.tools,
-                    "choices": r.choices,
-                    "embedding": _f32_b64(r.embedding),
-                    "vector": _f32_b64(r.vector),
-                }
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
-        tmp.replace(path)
+        tmp = target.with_name(target.name + ".tmp")
+        try:
+            with tmp.open("wb") as f:
+                head = (json.dumps(header, ensure_ascii=False) + "\n").encode("utf-8")
+                f.write(head)
+                digest = hashlib.sha256()
+                for r in records:
+                    assert r.vector is not None and r.embedding is not None
+                    line = {
+                        **r.summary(),
+                        "rejected": r.rejected,
+                        "messages": r.messages,
+                        "tools": r.tools,
+                        "choices": r.choices,
+                        "embedding": _f32_b64(r.embedding),
+                        "vector": _f32_b64(r.vector),
+                    }
+                    data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
+                    digest.update(data)
+                    f.write(data)
+                # The checksum replaces its placeholder: same length, the header is rewritten.
+                header["checksum"] = "sha256:" + digest.hexdigest()
+                final = (json.dumps(header, ensure_ascii=False) + "\n").encode("utf-8")
+                if len(final) != len(head):
+                    raise StoreError("internal error: the export header changed length")
+                f.seek(0)
+                f.write(final)
+            tmp.replace(target)
+        except BaseException as exc:
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise StoreError(f"cannot write {target}: {exc}") from exc
+            raise
         return len(records)
 
     @staticmethod
-    def read_export(path: str | Path) -> tuple[dict[str, Any], list[TrajectoryRecord]]:
-        """Read an export file: its header and its records (with embeddings and vectors).
+    def read_export(
+        path: str | Path, *, allow_unchecked: bool = False
+    ) -> tuple[dict[str, Any], list[TrajectoryRecord]]:
+        """Read and check an export file: its header and its records.
+
+        Checked: the header (format, version, a usable ``user_id``, ``count``, ``layout``), the
+        checksum of the body (files of version 1 have none: they are read only with
+        ``allow_unchecked``), that every record belongs to the header's user, that ids do not
+        repeat, that vectors and embeddings have the layout's widths and finite values within
+        :data:`MAX_ABS_VALUE`, and that the file holds exactly ``count`` records (a file cut
+        at a line boundary is refused too).
+
+        Args:
+            path: A file written by :meth:`export_user`.
+            allow_unchecked: Accept a version-1 file, which has no checksum.
+
+        Returns:
+            ``(header, records)``, records with embeddings and vectors.
 
         Raises:
-            StoreError: Not an export file, or a malformed line.
+            StoreError: Not an export file, or any check fails (the message names the line and
+                the trajectory).
         """
         try:
-            with Path(path).open(encoding="utf-8") as f:
-                lines = [line for line in f if line.strip()]
+            data = Path(path).read_bytes()
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc}") from exc
+        first, _, body = data.partition(b"\n")
         try:
-            header = json.loads(lines[0]) if lines else {}
-        except json.JSONDecodeError as exc:
+            header = json.loads(first)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{path} is not a trajectory export: {exc}") from exc
-        if header.get("format") != EXPORT_FORMAT:
+        if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
             raise StoreError(f"{path} is not a trajectory export (no {EXPORT_FORMAT!r} header)")
-        if int(header.get("version", 0)) > _FORMAT_VERSION:
-            raise StoreError(f"{path} has format version {header['version']}, newer than this")
-        records = []
-        for n, line in enumerate(lines[1:], start=2):
-            try:
-                d = json.loads(line)
-                records.append(
-                    TrajectoryRecord(
-                        id=str(d["id"]),
-                        user_id=str(d["user_id"]),
-                        request=str(d["request"]),
-                        chosen=dict(d["chosen"]),
-                        created_at=float(d["created_at"]),
-                        seq=int(d["seq"]),
-                        rejected=list(d.get("rejected", [])),
-                        messages=list(d.get("messages", [])),
-                        tools=list(d.get("tools", [])),
-                        negatives=str(d.get("negatives", "given")),
-                        choices=dict(d.get("choices", {})),
-                        supersedes=d.get("supersedes") or None,
-                        superseded_by=d.get("superseded_by") or None,
-                        embedding=_b64_f32(d["embedding"]),
-                        vector=_b64_f32(d["vector"]),
-                    )
+        version = header.get("version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise StoreError(f"{path}: malformed header: version {version!r}")
+        if version > EXPORT_VERSION:
+            raise StoreError(f"{path} has format version {version}, newer than this")
+        owner = header.get("user_id")
+        try:
+            check_user_id(owner)
+        except ValueError as exc:
+            raise StoreError(f"{path}: malformed header: {exc}") from exc
+        count = header.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise StoreError(f"{path}: malformed header: count {count!r}")
+        checksum = header.get("checksum")
+        if version >= 2 or checksum is not None:
+            actual = "sha256:" + hashlib.sha256(body).hexdigest()
+            if checksum != actual:
+                raise StoreError(
+                    f"{path}: the trajectories do not match the header's checksum (the file was "
+                    "cut short or changed): nothing imported"
                 )
-            except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
-                raise StoreError(f"{path}, line {n}: malformed trajectory: {exc}") from exc
+        elif not allow_unchecked:
+            raise StoreError(
+                f"{path} was written by an older version, without a checksum: its integrity "
+                "cannot be verified; pass --allow-unchecked to import it anyway (the count "
+                "of trajectories is still checked)"
+            )
+        layout = None
+        if header.get("layout") is not None:
+            layout = StoreLayout.from_dict(header["layout"])
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StoreError(f"{path} is not UTF-8 text: {exc}") from exc
+        records: list[TrajectoryRecord] = []
+        seen: set[str] = set()
+        for n, line in enumerate(text.split("\n"), start=2):
+            if not line.strip():
+                continue
+            record = _export_record(line, f"{path}, line {n}")
+            where = f"{path}, line {n} (trajectory {record.id})"
+            if record.user_id != owner:
+                raise StoreError(
+                    f"{where}: the record belongs to user {record.user_id!r}, but the file is "
+                    f"an export of {owner!r}: nothing imported"
+                )
+            if record.id in seen:
+                raise StoreError(f"{where}: the id repeats an earlier record")
+            seen.add(record.id)
+            if layout is None:
+                raise StoreError(f"{where}: the header has no layout for its vectors")
+            assert record.vector is not None and record.embedding is not None
+            if record.vector.size != layout.vector_dim:
+                raise StoreError(
+                    f"{where}: a vector of {record.vector.size} values, the header's layout "
+                    f"has {layout.vector_dim}"
+                )
+            if record.embedding.size != layout.embed_dim:
+                raise StoreError(
+                    f"{where}: an embedding of {record.embedding.size} values, the header's "
+                    f"layout has {layout.embed_dim}"
+                )
+            for what, values in (("vector", record.vector), ("embedding", record.embedding)):
+                problem = _value_problem(values)
+                if problem is not None:
+                    raise StoreError(f"{where}: its {what} {problem}: nothing imported")
+            records.append(record)
+        if len(records) != count:
+            raise StoreError(
+                f"{path}: the header announces {count} trajectories but the file holds "
+                f"{len(records)} (cut short or changed): nothing imported"
+            )
         return header, records
 
-    def import_user(self, path: str | Path, *, as_user: str | None = None) -> int:
-        """Add the trajectories of an export file (ids already present are skipped).
+    def import_user(
+        self,
+        path: str | Path,
+        *,
+        as_user: str | None = None,
+        allow_unchecked: bool = False,
+    ) -> int:
+        """Add the trajectories of an export file to one user, all or nothing.
+
+        The whole file is checked first (see :meth:`read_export`): every record must belong to
+        the header's user, the count and checksum must match, and values must be finite. The
+        trajectories go to the header's user, keeping their ids (ids the user already has are
+        skipped, so importing a file twice adds it once); an id that exists in the store for
+        another user, or as a vector without a trajectory, refuses the whole file. With
+        ``as_user`` they go to that user under fresh ids instead. If writing fails midway,
+        what was written is removed again.
 
         Args:
             path: A file written by :meth:`export_user`.
             as_user: Import under this user id (with fresh trajectory ids) instead.
+            allow_unchecked: Accept a file of version 1, which has no checksum (its count is
+                still checked).
 
         Returns:
             How many trajectories were added.
 
         Raises:
-            StoreError: Not an export file.
+            StoreError: Not an export file, a check failed, or an id belongs to another user.
             StoreLayoutError: The file's vectors are of another model, layers or embedder.
+            ValueError: ``as_user`` is not a usable user id.
         """
-        header, records = self.read_export(path)
-        if header.get("layout") is None:
-            return 0
-        self.bind(StoreLayout.from_dict(header["layout"]))
         if as_user is not None:
             check_user_id(as_user)
+        header, records = self.read_export(path, allow_unchecked=allow_unchecked)
+        if not records:
+            return 0
+        self.bind(StoreLayout.from_dict(header["layout"]))
+        user_id = str(header["user_id"])
+        if as_user is not None:
+            user_id = as_user
             fresh = {r.id: uuid.uuid4().hex for r in records}
             records = [
                 replace(
@@ -1279,17 +1514,38 @@ class TrajectoryStore:
                 )
                 for r in records
             ]
-        added = 0
-        for user_id in sorted({r.user_id for r in records}):
-            group = sorted((r for r in records if r.user_id == user_id), key=lambda r: r.seq)
-            existing = {r.id for r in self.get(user_id, [r.id for r in group])}
-            group = [r for r in group if r.id not in existing]
-            if not group:
+        group = sorted(records, key=lambda r: r.seq)
+        existing = {r.id for r in self.get(user_id, [r.id for r in group])}
+        group = [r for r in group if r.id not in existing]
+        if not group:
+            return 0
+        self._refuse_taken_ids(user_id, [r.id for r in group], path)
+        self.check_vectors(group)
+        first = self.reserve_seq(user_id, len(group))
+        group = [replace(r, seq=first + i) for i, r in enumerate(group)]
+        with self._user_lock(user_id):
+            self._add_user_locked(user_id, group, rollback=True)
+        return len(group)
+
+    def _refuse_taken_ids(self, user_id: str, ids: list[str], path: str | Path) -> None:
+        """Refuse ids the shared collections already hold (another user's, or orphans)."""
+        for col in (self._vectors(), self._pop()):
+            if col is None:
                 continue
-            first = self.reserve_seq(user_id, len(group))
-            self.add([replace(r, seq=first + i) for i, r in enumerate(group)])
-            added += len(group)
-        return added
+            for start in range(0, len(ids), 1000):
+                got = col.get(ids=ids[start : start + 1000], include=["metadatas"])
+                for tid, meta in zip(got["ids"], got["metadatas"], strict=True):
+                    if (meta or {}).get("user_id") != user_id:
+                        raise StoreError(
+                            f"{path}: trajectory id {tid} already belongs to another user of "
+                            "this store: nothing imported (import with --as-user to give the "
+                            "trajectories fresh ids)"
+                        )
+                    raise StoreError(
+                        f"{path}: trajectory id {tid} is in the store without a trajectory "
+                        "(left by an interrupted write): run `fints-agent memory recover "
+                        "--full` first; nothing imported"
+                    )
 
     # -- stats ----------------------------------------------------------------------------------
     def stats(self, *, per_user: bool = False) -> dict[str, Any]:
