@@ -6,6 +6,10 @@ user: the user's most similar past trajectories are retrieved from the trajector
 their contrastive steering vectors, mixed by similarity, are added to the model's attention and
 MLP outputs while it generates.
 
+Turns of several users decode together in padded batches: the inputs of ``batch``/``abatch``,
+and concurrent async calls (``ainvoke`` of several users), which a micro-batcher groups
+(:mod:`fints_agent.batching`). Async calls decode on worker threads, never on the event loop.
+
 Example:
     >>> llm = FintsChatModel(memory="./memory")            # embedded default model
     >>> agent = create_agent(llm, tools=[get_directions, book_ride])
@@ -16,14 +20,17 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import os
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -33,10 +40,16 @@ from langchain_core.messages.tool import (
     tool_call_chunk,
 )
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import (
+    ContextThreadPoolExecutor,
+    ensure_config,
+    get_config_list,
+)
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr
 
+from fints_agent.batching import Cohort, MicroBatcher
 from fints_agent.calls import (
     CALL_OPEN,
     ToolSchemaError,
@@ -53,6 +66,9 @@ __all__ = ["FintsChatModel", "resolve_user_id"]
 
 _memories: dict[tuple[str, str], Any] = {}
 _memories_lock = threading.Lock()
+_batcher_lock = threading.Lock()
+
+_T = TypeVar("_T")
 
 
 def default_memory_location() -> str:
@@ -62,7 +78,7 @@ def default_memory_location() -> str:
 
 def resolve_user_id(
     explicit: str | None,
-    run_manager: CallbackManagerForLLMRun | None,
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
     field_value: str | None,
 ) -> str | None:
     """The user id of a call, in order: kwarg, runnable config, run metadata, model field.
@@ -115,6 +131,12 @@ class FintsChatModel(BaseChatModel):
     """Steering configuration; default: the model's saved (tuned) configuration."""
     max_tokens: int = 256
     """Upper bound on generated tokens per turn."""
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    """Most turns decoded together in one padded batch: the inputs of ``batch``/``abatch``
+    (this many at a time), and concurrent async calls (``ainvoke`` of several users)."""
+    batch_wait_ms: float = Field(default=10.0, ge=0.0, le=1000.0)
+    """How long an async call waits for other calls to share its batch (milliseconds; calls
+    arriving while a batch decodes wait for the next batch anyway)."""
     temperature: float = 0.0
     """0 for greedy decoding."""
     seed: int | None = None
@@ -133,7 +155,18 @@ class FintsChatModel(BaseChatModel):
     placeholder where a query, place or name from the request belongs; leave it off for tools
     whose strings the model must compose (:mod:`fints_agent.calls.spans`)."""
 
+    record_in_background: bool = False
+    """Record feedback on a worker thread (:class:`fints_agent.memory.BackgroundRecorder`):
+    :meth:`record_feedback` checks the feedback, queues it and returns at once a
+    ``concurrent.futures.Future`` of the trajectory id instead of the id itself, so that
+    recording (a forward pass and a store write) does not delay the next turn.
+    :meth:`flush_feedback` waits until everything queued is recorded; a process that is killed
+    loses only feedback still queued."""
+
     _memory_obj: Any = PrivateAttr(default=None)
+    _batcher: Any = PrivateAttr(default=None)
+    _recorder: Any = PrivateAttr(default=None)
+    _recorder_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     # -- LangChain identity ------------------------------------------------------------------
     @classmethod
@@ -219,7 +252,12 @@ class FintsChatModel(BaseChatModel):
 
     def _engine(self, model: str | None, user_id: str | None) -> TurnEngine:
         lm = self.load(model)
-        memory = self.get_memory(lm) if user_id and self.personalization != "none" else None
+        # Turns without a user retrieve nothing whatever the memory; an open memory serves
+        # them too, so that their turns can share a batch with personalized ones.
+        if user_id and self.personalization != "none":
+            memory = self.get_memory(lm)
+        else:
+            memory = self._memory_obj
         return TurnEngine(lm, memory, self.steering)
 
     # -- tools -------------------------------------------------------------------------------
@@ -248,13 +286,195 @@ class FintsChatModel(BaseChatModel):
         return self.bind(tools=[s.to_openai() for s in specs], tool_choice=tool_choice, **kwargs)
 
     # -- generation --------------------------------------------------------------------------
+    def invoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """Generate one turn (the user id may come from ``config``, see :meth:`_with_user`).
+
+        Calls from several threads decode one at a time; :meth:`batch` and the async calls
+        decode concurrent turns together.
+        """
+        return super().invoke(input, config, stop=stop, **self._with_user(config, kwargs))
+
+    async def ainvoke(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AIMessage:
+        """Generate one turn without blocking the event loop.
+
+        The turn is decoded on a worker thread, in one padded batch with the turns of other
+        concurrent async calls of this model (see :meth:`_agenerate`).
+        """
+        return await super().ainvoke(input, config, stop=stop, **self._with_user(config, kwargs))
+
+    def stream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        """Stream one turn: text as it is written, calls in the last chunk."""
+        yield from super().stream(input, config, stop=stop, **self._with_user(config, kwargs))
+
+    async def astream(
+        self,
+        input: LanguageModelInput,
+        config: RunnableConfig | None = None,
+        *,
+        stop: list[str] | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        """:meth:`stream` without blocking the event loop (the turn decodes on a thread)."""
+        kwargs = self._with_user(config, kwargs)
+        async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            yield chunk
+
+    def batch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[AIMessage]:
+        """Generate several turns (of one or many users), decoded together in padded batches.
+
+        Each input gives the message :meth:`invoke` gives it with its config (``config`` is
+        one config for all inputs or one per input; the user id comes from
+        ``configurable.user_id`` or ``metadata.user_id``), and its callbacks fire as for
+        :meth:`invoke`. Up to :attr:`max_batch_size` inputs at a time (fewer with
+        ``max_concurrency``) each run :meth:`invoke` on a thread of their own, as members of
+        one cohort of the model's micro-batcher (:mod:`fints_agent.batching`): each turn's
+        request, built as for :meth:`invoke`, waits in the batcher until every input of the
+        cohort has arrived (or failed), and the cohort's turns are then decoded in one
+        :meth:`TurnEngine.complete_batch <fints_agent.engine.TurnEngine.complete_batch>`.
+        So LangChain's own per-call path (callbacks, cache, message ids and metadata) is
+        untouched and only the decoding is shared; greedy turns give the calls they give
+        alone. A turn with stop sequences, or sampled with a seed, is decoded alone; a
+        streamed turn (a streaming callback handler, ``stream=True``) streams alone.
+
+        Args:
+            inputs: The inputs (messages, a string or a prompt value each).
+            config: One config for every input, or one per input.
+            return_exceptions: Return an input's exception in its place instead of raising
+                the first one.
+            **kwargs: Call options for every input (``tools``, ``tool_choice``,
+                ``max_tokens``...), as for :meth:`invoke`.
+
+        Returns:
+            One message per input, in order (or its exception, with ``return_exceptions``).
+        """
+        outputs: list[Any] = []
+        for cohort, chunk in self._cohorts(inputs, config):
+
+            def one(
+                item: tuple[LanguageModelInput, RunnableConfig], cohort: Cohort = cohort
+            ) -> Any:
+                with cohort.member():
+                    try:
+                        return self.invoke(item[0], item[1], **kwargs)
+                    except Exception as exc:
+                        if return_exceptions:
+                            return exc
+                        raise
+
+            if len(chunk) == 1:
+                outputs.append(one(chunk[0]))
+                continue
+            with ContextThreadPoolExecutor(max_workers=len(chunk)) as pool:
+                outputs += pool.map(one, chunk)
+        return outputs
+
+    async def abatch(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None = None,
+        *,
+        return_exceptions: bool = False,
+        **kwargs: Any | None,
+    ) -> list[AIMessage]:
+        """:meth:`batch` on the event loop: the inputs' :meth:`ainvoke` calls run as tasks,
+        in cohorts decoded together on a worker thread (same arguments and results)."""
+        outputs: list[Any] = []
+        for cohort, chunk in self._cohorts(inputs, config):
+
+            async def one(
+                item: tuple[LanguageModelInput, RunnableConfig], cohort: Cohort = cohort
+            ) -> Any:
+                with cohort.member():
+                    try:
+                        return await self.ainvoke(item[0], item[1], **kwargs)
+                    except Exception as exc:
+                        if return_exceptions:
+                            return exc
+                        raise
+
+            outputs += await asyncio.gather(*(one(item) for item in chunk))
+        return outputs
+
+    def _cohorts(
+        self,
+        inputs: list[LanguageModelInput],
+        config: RunnableConfig | list[RunnableConfig] | None,
+    ) -> list[tuple[Cohort, list[tuple[LanguageModelInput, RunnableConfig]]]]:
+        """The inputs of ``batch`` with their configs, in cohorts decoded together: of
+        :attr:`max_batch_size` inputs, or fewer when ``max_concurrency`` allows fewer
+        concurrent calls."""
+        pairs = list(zip(inputs, get_config_list(config, len(inputs)), strict=True))
+        limit = pairs[0][1].get("max_concurrency") if pairs else None
+        size = max(1, min(self.max_batch_size, limit)) if limit else self.max_batch_size
+        batcher = self._get_batcher()
+        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
+        return [(batcher.cohort(len(chunk)), chunk) for chunk in chunks]
+
+    def _with_user(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The call's kwargs, with its user id from its runnable config when not given.
+
+        The config is the one passed, merged into that of the chain or graph the call runs in;
+        ``configurable.user_id`` comes before ``metadata.user_id``. Given as a kwarg, the id
+        reaches every path (streaming too) and is part of the call's cache key.
+        """
+        if kwargs.get("user_id"):
+            return kwargs
+        merged = ensure_config(config)
+        user = merged.get("configurable", {}).get("user_id") or merged.get("metadata", {}).get(
+            "user_id"
+        )
+        return {**kwargs, "user_id": str(user)} if user else kwargs
+
+    def _get_batcher(self) -> MicroBatcher[tuple[TurnEngine, TurnRequest], TurnResult]:
+        """The model's micro-batcher (a new one when the batch settings changed)."""
+        wait_s = self.batch_wait_ms / 1000.0
+        with _batcher_lock:
+            batcher = self._batcher
+            if batcher is None or (batcher.max_size, batcher.wait_s) != (
+                self.max_batch_size,
+                wait_s,
+            ):
+                batcher = self._batcher = MicroBatcher(
+                    _complete_turns, max_size=self.max_batch_size, wait_s=wait_s
+                )
+        return cast(MicroBatcher[tuple[TurnEngine, TurnRequest], TurnResult], batcher)
+
     def _request(
         self,
         messages: list[BaseMessage],
         stop: list[str] | None,
-        run_manager: CallbackManagerForLLMRun | None,
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
         kwargs: dict[str, Any],
     ) -> tuple[TurnEngine, TurnRequest]:
+        """The engine and request of a turn (every path builds its turn here)."""
         chat = to_chat_dicts(messages)
         tools = to_tool_specs(kwargs.get("tools") or [])
         user_id = resolve_user_id(kwargs.get("user_id"), run_manager, self.user_id)
@@ -338,6 +558,19 @@ class FintsChatModel(BaseChatModel):
             )
         )
 
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """:meth:`_stream`, driven on a thread of its own (streamed turns decode alone)."""
+        sync_manager = run_manager.get_sync() if run_manager is not None else None
+        chunks = _iterate_in_thread(lambda: self._stream(messages, stop, sync_manager, **kwargs))
+        async for chunk in chunks:
+            yield chunk
+
     def _generate(
         self,
         messages: list[BaseMessage],
@@ -346,7 +579,29 @@ class FintsChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         engine, req = self._request(messages, stop, run_manager, kwargs)
-        result = engine.complete(req)
+        batcher = self._get_batcher()
+        if batcher.joined():  # an input of `batch`: decoded with the call's other inputs
+            result = batcher.submit(_batch_key(engine, req), (engine, req)).result()
+        else:
+            result = engine.complete(req)
+        return self._chat_result(result, kwargs)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """The turn is built on a worker thread (the first call loads the model) and decoded
+        by the model's micro-batcher, on its thread: async calls arriving within
+        :attr:`batch_wait_ms` of the first one waiting (or while a batch decodes), up to
+        :attr:`max_batch_size`, share one padded batch."""
+        engine, req = await asyncio.to_thread(self._request, messages, stop, run_manager, kwargs)
+        result = await self._get_batcher().asubmit(_batch_key(engine, req), (engine, req))
+        return self._chat_result(result, kwargs)
+
+    def _chat_result(self, result: TurnResult, kwargs: Mapping[str, Any]) -> ChatResult:
         message = AIMessage(
             content=result.content if (result.calls or result.invalid_calls) else result.text,
             tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in result.calls],
@@ -375,8 +630,12 @@ class FintsChatModel(BaseChatModel):
         tools: Sequence[Any],
         accepted: Mapping[str, Any],
         rejected: Sequence[Mapping[str, Any]] | None = None,
-    ) -> str:
+    ) -> str | Future[str]:
         """Record the outcome of a turn, so the user's next turns are steered by it.
+
+        With :attr:`record_in_background`, the feedback is checked now and recorded on a worker
+        thread: the return value is then a ``concurrent.futures.Future`` of the trajectory id
+        (``.result()`` waits for it, or raises what prevented recording).
 
         Args:
             user_id: Whose turn it was.
@@ -386,7 +645,19 @@ class FintsChatModel(BaseChatModel):
             rejected: Calls the user rejected, same form (default: negatives built by memory).
 
         Returns:
-            The id of the stored trajectory.
+            The id of the stored trajectory; with :attr:`record_in_background`, a future of it.
+
+        Raises:
+            fints_agent.memory.MemoryInputError: Bad feedback (empty request, no tools, a call
+                that fails its tool's schema, ...), raised at once in both modes: nothing is
+                recorded or queued.
+
+        Example:
+            >>> llm = FintsChatModel(memory="./memory", record_in_background=True)
+            >>> future = llm.record_feedback("alice", messages, tools, call)   # returns at once
+            >>> llm.flush_feedback()
+            >>> future.result()
+            '3f2c...'
         """
         chat = (
             to_chat_dicts(messages)  # type: ignore[arg-type]
@@ -395,15 +666,45 @@ class FintsChatModel(BaseChatModel):
         )
         specs = to_tool_specs(list(tools))
         memory = self.get_memory()
-        return str(
-            memory.record(
-                user_id,
-                chat,
-                [s.to_openai() for s in specs],
-                _call_dict(accepted),
-                [_call_dict(r) for r in rejected] if rejected else None,
-            )
+        args = (
+            user_id,
+            chat,
+            [s.to_openai() for s in specs],
+            _call_dict(accepted),
+            [_call_dict(r) for r in rejected] if rejected else None,
         )
+        if not self.record_in_background:
+            return str(memory.record(*args))
+        from fints_agent.memory import BackgroundRecorder
+
+        with self._recorder_lock:
+            recorder = self._recorder
+            if recorder is None or recorder.closed or recorder.memory is not memory:
+                if recorder is not None:
+                    recorder.close()  # the memory changed (use_memory): finish the old queue
+                recorder = self._recorder = BackgroundRecorder(memory)
+        future: Future[str] = recorder.record(*args)
+        return future
+
+    def flush_feedback(self, timeout: float | None = None) -> None:
+        """Wait until all feedback queued by :meth:`record_feedback` is recorded.
+
+        Nothing to wait for without :attr:`record_in_background`. Errors of single trajectories
+        are on their futures, not raised here.
+
+        Args:
+            timeout: Most seconds to wait (None: as long as it takes).
+
+        Raises:
+            TimeoutError: Feedback is still being recorded after ``timeout`` seconds.
+
+        Example:
+            >>> llm.record_feedback("alice", messages, tools, call)
+            >>> llm.flush_feedback(timeout=60)
+        """
+        recorder = self._recorder
+        if recorder is not None:
+            recorder.flush(timeout)
 
 
 def _unique_specs(tools: Sequence[Any]) -> list[ToolSpec]:
@@ -448,3 +749,98 @@ def _usage(result: TurnResult) -> Any:
         output_tokens=result.completion_tokens,
         total_tokens=result.prompt_tokens + result.completion_tokens,
     )
+
+
+def _batch_key(engine: TurnEngine, req: TurnRequest) -> Hashable:
+    """Turns with equal keys may share a padded batch: the same model, memory and steering
+    configuration, and the decode settings a batch shares (temperature, no-repeat size).
+
+    A turn with stop sequences, or sampled with a seed, gets a key of its own: it is decoded
+    alone, as :meth:`FintsChatModel.invoke` decodes it (a batch samples its rows from one
+    random stream). Sampled turns without a seed share batches.
+    """
+    if req.stop or (req.temperature > 0 and req.seed is not None):
+        return object()
+    return (
+        id(engine.lm),
+        id(engine.memory),
+        engine.config.model_dump_json(),
+        req.temperature,
+        req.no_repeat_ngram,
+    )
+
+
+def _complete_turns(
+    turns: list[tuple[TurnEngine, TurnRequest]],
+) -> list[TurnResult | BaseException]:
+    """Decode turns of one batch key together (the micro-batcher's batch function).
+
+    A turn whose input fails before generation (a prompt longer than the context window, say)
+    gets its own error; the others are decoded without it.
+    """
+    engine = turns[0][0]  # equal keys: the same model, memory and configuration
+    requests = [req for _, req in turns]
+    try:
+        return list(engine.complete_batch(requests))
+    except Exception:
+        if len(requests) == 1:
+            raise
+        errors: dict[int, Exception] = {}
+        for i, req in enumerate(requests):
+            try:
+                engine.prepare(req)
+            except Exception as exc:
+                errors[i] = exc
+        if not errors:
+            raise
+        good = iter(engine.complete_batch([r for i, r in enumerate(requests) if i not in errors]))
+        return [errors[i] if i in errors else next(good) for i in range(len(requests))]
+
+
+async def _iterate_in_thread(make: Callable[[], Iterator[_T]]) -> AsyncIterator[_T]:
+    """Run a blocking iterator on a thread of its own and yield its items on the running event
+    loop (through an ``asyncio.Queue``), so that decoding never blocks the loop.
+
+    The thread runs in a copy of the caller's context. Leaving the iteration early stops the
+    iterator after the item it is computing (closing it, which releases the model).
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+    stop = threading.Event()
+    end = object()
+
+    def put(ok: bool, value: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (ok, value))
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            stop.set()
+
+    def produce() -> None:
+        iterator = make()
+        try:
+            for item in iterator:
+                put(True, item)
+                if stop.is_set():
+                    break
+        except BaseException as exc:
+            put(False, exc)
+        else:
+            put(False, end)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(produce,), name="fints-stream", daemon=True).start()
+    try:
+        while True:
+            ok, value = await queue.get()
+            if ok:
+                yield value
+            elif value is end:
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
