@@ -137,8 +137,9 @@ def decode(
         seed: Seed for sampling.
         stats: Filled with token counts and finish reasons.
         stop_at_eos: Stop a row at an end-of-turn token (benchmarks turn this off).
-        jump_forward: With one row and a grammar, feed the tokens the grammar forces next
-            (for example ``{"name": "``) in the same forward pass as the sampled token.
+        jump_forward: With a grammar, feed the tokens each row's grammar forces next (for
+            example ``{"name": "``) in the same forward pass as its sampled token; rows of a
+            batch feeding runs of different lengths are left-padded within the step.
         close_within: When a row has this many tokens of budget left (one number, or one per
             row), restrict it to tokens that close its open JSON wherever the grammar allows
             one (a constraint with ``prefer_closing``), so a long call ends valid instead of
@@ -214,8 +215,8 @@ def decode(
             )
         cache: Any = past.cache
         step_ids, step_pos, attn = ids, positions, mask
-        use_jump = jump_forward and batch == 1 and hasattr(constraint, "forced_tokens")
-        jumper: Any = constraint if use_jump else None
+        next_pos = positions[:, -1] + 1  # per row, the position of its next token
+        jumper: Any = constraint if jump_forward and hasattr(constraint, "forced_tokens") else None
         for _ in range(max(budgets)):
             if handle is not None and gate is not None:
                 handle.set_gate(gate(texts))
@@ -288,32 +289,41 @@ def decode(
                     final = tok.decode(generated[i], skip_special_tokens=True)
                     deltas[-1] += final[len(texts[i]) :]
                     texts[i] = final
-            # Jump-forward: text the grammar forces next is fed in the same forward pass.
-            forced: list[int] = []
-            if jumper is not None and not done[0] and len(generated[0]) < budgets[0]:
-                forced = jumper.forced_tokens(0, limit=budgets[0] - len(generated[0]))
-                if forced:
-                    jumper.accept_tokens(0, forced)
-                    generated[0].extend(forced)
-                    final = tok.decode(generated[0], skip_special_tokens=True)
-                    if final.startswith(texts[0]) and not final.endswith("\ufffd"):
-                        deltas[0] += final[len(texts[0]) :]
-                        texts[0] = final
-                    if jumper.finished(0):
-                        done[0] = True
-                        reasons[0] = "stop"
+            # Jump-forward: text a row's grammar forces next is fed in the same forward pass.
+            forced: list[list[int]] = [[] for _ in range(batch)]
+            for i in range(batch if jumper is not None else 0):
+                if done[i] or len(generated[i]) >= budgets[i]:
+                    continue
+                forced[i] = jumper.forced_tokens(i, limit=budgets[i] - len(generated[i]))
+                if forced[i]:
+                    jumper.accept_tokens(i, forced[i])
+                    generated[i].extend(forced[i])
+                    final = tok.decode(generated[i], skip_special_tokens=True)
+                    if final.startswith(texts[i]) and not final.endswith("\ufffd"):
+                        deltas[i] += final[len(texts[i]) :]
+                        texts[i] = final
+                    if jumper.finished(i):
+                        done[i] = True
+                        reasons[i] = "stop"
             for i in range(batch):
                 if not done[i] and len(generated[i]) >= budgets[i]:
                     done[i] = True  # its own budget is spent; reason stays "length"
             yield Step(tokens, deltas, list(done))
             if all(done):
                 break
-            width_step = 1 + len(forced)
-            step_ids = torch.tensor([[max(t, 0), *forced] for t in tokens], device=device)
-            attn = torch.cat(
-                [attn, torch.ones((batch, width_step), dtype=attn.dtype, device=device)], 1
-            )
-            step_pos = step_pos[:, -1:] + torch.arange(1, width_step + 1, device=device)
+            # Each row's next tokens, left-padded: rows feeding forced runs of other lengths
+            # leave masked holes, and every row's last token is in the last column.
+            feeds = [[max(t, 0), *f] for t, f in zip(tokens, forced, strict=True)]
+            width_step = max(len(f) for f in feeds)
+            step_ids = torch.full((batch, width_step), pad, dtype=torch.long)
+            step_mask = torch.zeros((batch, width_step), dtype=attn.dtype)
+            for i, f in enumerate(feeds):
+                step_ids[i, width_step - len(f) :] = torch.tensor(f)
+                step_mask[i, width_step - len(f) :] = 1
+            step_ids, step_mask = step_ids.to(device), step_mask.to(device)
+            step_pos = next_pos[:, None] + (step_mask.cumsum(-1) - 1).clamp(min=0)
+            next_pos = next_pos + step_mask.sum(-1)
+            attn = torch.cat([attn, step_mask], 1)
     if stats is not None:
         stats.generated_tokens = [len(g) for g in generated]
         stats.finish_reason = ["length" if i in closed else r for i, r in enumerate(reasons)]

@@ -386,28 +386,17 @@ class TurnEngine:
 
         return restrict
 
-    def _gate(
-        self,
-        turns: Sequence[PreparedTurn],
-        trackers: _RowTrackers,
-        forced: RowConstraints | None = None,
-    ) -> Any:
-        """The steering gate; with ``forced`` (a batch whose rows follow their forced tokens),
-        a row inside a forced run is gated at the run's end, as a row decoded alone is over
-        the forward pass that feeds the whole run (``trackers`` then serve the gate alone)."""
+    def _gate(self, turns: Sequence[PreparedTurn], trackers: _RowTrackers) -> Any:
+        """The steering gate of each row, from its text so far (which includes the text its
+        grammar forces next: a forced run is gated at its end, over the pass that feeds it)."""
         if not any(t.gated for t in turns):
             return None
 
         split = any(t.value_vector is not None for t in turns)
-        tok = self.lm.tokenizer
-
-        def ahead(i: int, text: str) -> str:
-            run = forced.forced[i] if forced is not None else []
-            return text + tok.decode(run, skip_special_tokens=True) if run else text
 
         def gate(texts: list[str]) -> torch.Tensor:
             values = [
-                _gate_values(t, trackers.at(i, ahead(i, text)) if t.gated else None)
+                _gate_values(t, trackers.at(i, text) if t.gated else None)
                 for i, (t, text) in enumerate(zip(turns, texts, strict=True))
             ]
             return torch.tensor(values if split else [v[0] for v in values])
@@ -485,10 +474,9 @@ class TurnEngine:
 
         Each row keeps its own tools, grammar, token budget and steering vector. Greedy decoding
         gives each row the text :meth:`complete` gives its turn, up to floating-point ties: a
-        single turn is run by :meth:`complete`, and in a batch each row writes the text its
-        grammar forces in the tokens :meth:`complete` feeds in one pass (jump-forward), one
-        token per step, gated for steering as that pass is (:class:`RowConstraints`).
-        Temperature, seed and ``no_repeat_ngram`` are the first request's; stop sequences
+        single turn is run by :meth:`complete`, and in a batch each row feeds the text its
+        grammar forces in one pass (jump-forward), as :meth:`complete` does. Temperature, seed
+        and ``no_repeat_ngram`` are the first request's; stop sequences
         apply only to a single turn.
         """
         if not requests:
@@ -500,17 +488,16 @@ class TurnEngine:
         stats = DecodeStats()
         texts = [""] * len(turns)
         trackers = _RowTrackers([t.allowed for t in turns])
-        rows = RowConstraints([t.constraint for t in turns])
         with self.lm.lock:
             for step in decode(
                 self.lm,
                 [t.prompt for t in turns],
                 max_new_tokens=[r.max_new_tokens for r in requests],
-                constraint=rows,
+                constraint=RowConstraints([t.constraint for t in turns]),
                 vectors=vectors,
                 coefficients=self.config.coefficient,
                 steer_prompt=self.config.steer_prompt,
-                gate=self._gate(turns, _RowTrackers([t.allowed for t in turns]), rows),
+                gate=self._gate(turns, trackers),
                 no_repeat_ngram=requests[0].no_repeat_ngram,
                 repeat_scope=self._repeat_scope(turns, trackers),
                 close_within=[t.closing_reserve for t in turns],
@@ -632,43 +619,43 @@ def _gate_values(turn: PreparedTurn, tracker: CallTracker | None) -> tuple[float
 
 
 class RowConstraints:
-    """Per-row grammars for a batch whose rows offer different tools (None: unconstrained).
-
-    Rows follow the tokens their grammar forces: once a row has taken a token, while its
-    grammar forces text it may take only the next of the tokens a row decoded alone would feed
-    in one pass there (:meth:`ConstrainedDecoder.forced_tokens`, jump-forward). A batched row
-    so writes forced text in the same tokens as :meth:`TurnEngine.complete`, one per step.
-    """
+    """Per-row grammars for a batch whose rows offer different tools (None: unconstrained)."""
 
     def __init__(self, rows: Sequence[ConstrainedDecoder | None]) -> None:
         self.rows = list(rows)
-        self.forced: list[list[int]] = [[] for _ in self.rows]
-        """Per row, the forced tokens it takes next (empty: the model chooses)."""
 
     def mask_logits(self, logits: torch.Tensor) -> None:
-        """Mask each constrained row with its own grammar (to its next forced token)."""
+        """Mask each constrained row with its own grammar."""
         for i, c in enumerate(self.rows):
             if c is not None:
                 c.mask_logits(logits[i : i + 1])
-                if self.forced[i]:
-                    kept = logits[i, self.forced[i][0]].clone()
-                    logits[i].fill_(float("-inf"))
-                    logits[i, self.forced[i][0]] = kept
 
     def accept(self, tokens: torch.Tensor) -> None:
         """Advance each constrained row."""
         for i, c in enumerate(self.rows):
             if c is not None and not c.finished(0):
                 c.accept(tokens[i : i + 1])
-                self.forced[i] = [] if c.finished(0) else c.forced_tokens(0)
+
+    def forced_tokens(self, row: int, limit: int | None = None) -> list[int]:
+        """The tokens a row's grammar forces next (jump-forward; see
+        :meth:`ConstrainedDecoder.forced_tokens`); none for unconstrained or finished rows."""
+        c = self.rows[row]
+        if c is None or c.finished(0):
+            return []
+        return c.forced_tokens(0, limit=limit)
+
+    def accept_tokens(self, row: int, tokens: Sequence[int]) -> None:
+        """Advance a row by forced tokens."""
+        c = self.rows[row]
+        if c is not None:
+            c.accept_tokens(0, list(tokens))
 
     def prefer_closing(self, logits: torch.Tensor, rows: Sequence[int]) -> list[int]:
-        """Restrict the given constrained rows to closing tokens (see ConstrainedDecoder);
-        rows taking forced tokens are left alone (a row decoded alone feeds them as is)."""
+        """Restrict the given constrained rows to closing tokens (see ConstrainedDecoder)."""
         restricted: list[int] = []
         for i in rows:
             c = self.rows[i]
-            if c is not None and not self.forced[i] and c.prefer_closing(logits[i : i + 1], [0]):
+            if c is not None and c.prefer_closing(logits[i : i + 1], [0]):
                 restricted.append(i)
         return restricted
 
