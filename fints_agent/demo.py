@@ -171,7 +171,13 @@ def run_demo(
             every non-free-text token of a call; see the README for what the demo shows on the
             default model).
         personalization: How the history is used.
+
+    Raises:
+        MissingPackageError: ``langchain`` is not installed (the ``agents`` extra).
     """
+    from fints_agent.install import require_extra
+
+    require_extra("langchain", "agents", "the demo (a LangChain agent)")
     from langchain.agents import create_agent
     from langchain.agents.middleware import ModelCallLimitMiddleware
 

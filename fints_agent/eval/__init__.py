@@ -3,28 +3,70 @@
 * :mod:`fints_agent.eval.dataset`: records, a strict JSON Lines loader, per-user grouping.
 * :mod:`fints_agent.eval.scoring`: per-call scores and their summary.
 * :mod:`fints_agent.eval.bfcl`: BFCL cases, tool conversion and the official AST checker
-  (needs ``pip install --no-deps bfcl-eval``; imported lazily).
+  (needs ``fints-agent setup --eval``; imported lazily).
 """
 
-from fints_agent.eval.bfcl import (
-    BfclCase,
-    bfcl_tools,
-    calls_valid,
-    check_case,
-    evaluate_bfcl,
-    gold_calls,
-    load_bfcl,
-)
-from fints_agent.eval.dataset import (
-    DatasetError,
-    PersonalRecord,
-    ToolCall,
-    UserRecords,
-    group_by_user,
-    load_records,
-    parse_record,
-)
-from fints_agent.eval.scoring import CallScore, score_call, summarize, values_equal
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fints_agent.eval.bfcl import (
+        BfclCase,
+        bfcl_tools,
+        calls_valid,
+        check_case,
+        evaluate_bfcl,
+        gold_calls,
+        load_bfcl,
+    )
+    from fints_agent.eval.dataset import (
+        DatasetError,
+        PersonalRecord,
+        ToolCall,
+        UserRecords,
+        group_by_user,
+        load_records,
+        parse_record,
+    )
+    from fints_agent.eval.scoring import CallScore, score_call, summarize, values_equal
+
+_EXPORTS: dict[str, str] = {
+    "BfclCase": "fints_agent.eval.bfcl",
+    "bfcl_tools": "fints_agent.eval.bfcl",
+    "calls_valid": "fints_agent.eval.bfcl",
+    "check_case": "fints_agent.eval.bfcl",
+    "evaluate_bfcl": "fints_agent.eval.bfcl",
+    "gold_calls": "fints_agent.eval.bfcl",
+    "load_bfcl": "fints_agent.eval.bfcl",
+    "DatasetError": "fints_agent.eval.dataset",
+    "PersonalRecord": "fints_agent.eval.dataset",
+    "ToolCall": "fints_agent.eval.dataset",
+    "UserRecords": "fints_agent.eval.dataset",
+    "group_by_user": "fints_agent.eval.dataset",
+    "load_records": "fints_agent.eval.dataset",
+    "parse_record": "fints_agent.eval.dataset",
+    "CallScore": "fints_agent.eval.scoring",
+    "score_call": "fints_agent.eval.scoring",
+    "summarize": "fints_agent.eval.scoring",
+    "values_equal": "fints_agent.eval.scoring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Imports a public name from its module on first access (PEP 562)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "BfclCase",

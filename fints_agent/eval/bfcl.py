@@ -1,8 +1,9 @@
 """The Berkeley Function Calling Leaderboard (BFCL), single-turn AST categories, offline.
 
 The data ships inside the PyPI package ``bfcl-eval`` (``bfcl_eval/data/BFCL_v4_<category>.json``,
-answers under ``possible_answer/``). Install it with ``pip install --no-deps bfcl-eval``: a full
-install pulls every API SDK, and none of them is needed here.
+answers under ``possible_answer/``). Install it with ``fints-agent setup --eval`` (which runs
+``pip install --no-deps`` with the pinned version): a full install pulls every API SDK, and none
+of them is needed here.
 
 * :func:`load_bfcl` reads a category into :class:`BfclCase` objects.
 * :func:`bfcl_tools` turns BFCL function docs (types like ``dict``, ``float``, ``tuple``,
@@ -148,9 +149,11 @@ def bfcl_data_dir() -> Path:
     Raises:
         ImportError: ``bfcl-eval`` is not installed.
     """
-    spec = importlib.util.find_spec("bfcl_eval")
+    from fints_agent.install import BFCL, MissingPackageError, missing_message
+
+    spec = importlib.util.find_spec(BFCL.module)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("BFCL needs the 'bfcl-eval' package: pip install --no-deps bfcl-eval")
+        raise MissingPackageError(missing_message(BFCL))
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 

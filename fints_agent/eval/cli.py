@@ -2,6 +2,8 @@
 
 Examples:
     fints-agent eval personal --data examples/data/personal_webapi.jsonl --method rag+steer
+    fints-agent eval personal --data examples/data/personal_webapi.jsonl --method steer --compare
+    fints-agent eval personal --data examples/data/personal_webapi.jsonl --method rag --json
     fints-agent eval personal --data examples/data/personal_webapi.jsonl --method steer --online
     fints-agent eval personal --data examples/data/personal_webapi.jsonl --method knn --fresh
     fints-agent eval bfcl --category simple_python --limit 50
@@ -20,7 +22,7 @@ from typing import Any
 
 from fints_agent.config import VECTOR_KINDS
 
-__all__ = ["add_eval_commands", "set_threads"]
+__all__ = ["COMPARED", "add_eval_commands", "personal_table", "set_threads"]
 
 
 def _positive_int(text: str) -> int:
@@ -50,7 +52,7 @@ def _existing_file(text: str) -> Path:
     return path
 
 
-def _print(result: dict[str, Any], out: str | None = None) -> None:
+def _print(result: Any, out: str | None = None) -> None:
     text = json.dumps(result, indent=2, ensure_ascii=False, default=str)
     print(text)
     if out:
@@ -107,34 +109,117 @@ def _load_model(args: argparse.Namespace) -> Any:
     return load_model(args.model)
 
 
+COMPARED: tuple[str, ...] = ("zero-shot", "rag")
+"""The baselines ``eval personal --compare`` runs beside the chosen method."""
+
+
+def _personal_methods(method: str, compare: bool) -> list[str]:
+    """The methods one ``eval personal`` command runs, in the order they are reported."""
+    from fints_agent.eval.personal import METHODS
+
+    wanted = {method, *COMPARED} if compare else {method}
+    return [m for m in METHODS if m in wanted]
+
+
 def _cmd_personal(args: argparse.Namespace) -> int:
     from fints_agent.eval.dataset import load_records
     from fints_agent.eval.personal import run_personal
 
     records = load_records(args.data)  # data errors surface before the model loads
     lm = _load_model(args)
-    run = run_personal(
-        lm,
-        records,
-        args.method,
-        config=_config(args, lm.fingerprint),
-        k=args.k,
-        online=args.online,
-        limit=args.limit,
-        batch_size=args.batch_size,
-        copy_strings=args.copy_strings,
-        embedder=args.embedder,
-        progress=not args.quiet,
-        cache=True,
-        fresh=args.fresh,
-    )
-    if not args.quiet and args.method != "zero-shot":
-        print(_recorded_line(run.summary), file=sys.stderr, flush=True)
+    config = _config(args, lm.fingerprint)
+    summaries: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
+    told = False
+    for method in _personal_methods(args.method, args.compare):
+        # Every method reads the same kept history store: the first run records it (or
+        # reuses it), the others reuse it; --fresh applies to the first only.
+        run = run_personal(
+            lm,
+            records,
+            method,
+            config=config,
+            k=args.k,
+            online=args.online,
+            limit=args.limit,
+            batch_size=args.batch_size,
+            copy_strings=args.copy_strings,
+            embedder=args.embedder,
+            progress=not args.quiet,
+            cache=True,
+            fresh=args.fresh and not told,
+        )
+        if method != "zero-shot" and not told:
+            told = True
+            if not args.quiet:
+                print(_recorded_line(run.summary), file=sys.stderr, flush=True)
+        rows.extend(run.rows())
+        summaries.append(run.summary)
     if args.out:
-        run.write_rows(args.out)
-        run.summary["rows_file"] = str(args.out)
-    _print(run.summary)
+        with open(args.out, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for summary in summaries:
+            summary["rows_file"] = str(args.out)
+    if args.json:
+        _print(summaries if args.compare else summaries[0])
+    else:
+        print(personal_table(summaries, data=args.data.name))
     return 0
+
+
+def _count(rate: float | None, n: int) -> str:
+    if rate is None:
+        return "-"
+    return f"{rate:.3f} ({round(rate * n)}/{n})"
+
+
+def personal_table(summaries: list[dict[str, Any]], data: str | None = None) -> str:
+    """A short table of ``eval personal`` summaries, one row per method.
+
+    Args:
+        summaries: :func:`~fints_agent.eval.personal.run_personal` summaries.
+        data: The dataset's name, for the heading.
+
+    Returns:
+        A heading (data, model, turns and users), the table (method, function and call
+        accuracy with their counts, valid rate, turns, seconds spent answering) and a hint
+        about ``--json``.
+
+    Example:
+        >>> print(personal_table([run.summary]))
+        personal_small.jsonl · model tiny (0123456789abcdef) · 8 test turns of 2 users
+        method     function acc   call acc       valid  turns  seconds
+        steer      0.625 (5/8)    0.375 (3/8)    1.000      8      1.2
+    """
+    first = summaries[0]
+    heading = [data] if data else []
+    if first.get("model"):
+        heading.append(f"model {first['model']} ({first.get('fingerprint')})")
+    heading.append(f"{first.get('n', 0)} test turns of {first.get('users', 0)} users")
+    header = ("method", "function acc", "call acc", "valid", "turns", "seconds")
+    table = [header]
+    for s in summaries:
+        n = int(s.get("n") or 0)
+        valid = s.get("valid_rate")
+        table.append(
+            (
+                str(s.get("method")),
+                _count(s.get("function_acc"), n),
+                _count(s.get("call_acc"), n),
+                "-" if valid is None else f"{valid:.3f}",
+                str(n),
+                f"{float(s.get('eval_seconds') or 0.0):.1f}",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = [" · ".join(heading)]
+    for row in table:
+        cells = [row[0].ljust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2])]
+        cells += [cell.rjust(width) for cell, width in zip(row[3:], widths[3:], strict=True)]
+        lines.append("  ".join(cells).rstrip())
+    lines.append("(--json prints every figure: arg accuracy, latency, breakdowns, config)")
+    return "\n".join(lines)
 
 
 def _recorded_line(summary: dict[str, Any]) -> str:
@@ -252,7 +337,8 @@ def add_eval_commands(subparsers: Any) -> None:
         "personal",
         help="the personalized tool-calling benchmark",
         description="Record the history of every user answered into a memory, answer their "
-        "test turns with tool_choice='any', print the scores as JSON. The recorded memory is "
+        "test turns with tool_choice='any', print a table of the scores (--json: every figure "
+        "as JSON; --compare: zero-shot and rag beside the method). The recorded memory is "
         "kept in the user cache ($FINTS_AGENT_CACHE, else ~/.cache/fints_agent) and reused by "
         "later runs on the same history records, model, vector kind and embedder "
         "(recorded_trajectories is then 0); --fresh records it again.",
@@ -268,7 +354,20 @@ def add_eval_commands(subparsers: Any) -> None:
     personal.add_argument(
         "--limit", type=_positive_int, default=None, help="test turns, spread over users"
     )
-    personal.add_argument("--out", default=None, help="write per-turn results (JSON Lines)")
+    personal.add_argument(
+        "--out",
+        default=None,
+        help="write per-turn results (JSON Lines; with --compare, every method's rows)",
+    )
+    personal.add_argument(
+        "--json", action="store_true", help="print the full summary as JSON instead of a table"
+    )
+    personal.add_argument(
+        "--compare",
+        action="store_true",
+        help="also run zero-shot and rag on the same turns and memory, as rows of the table "
+        "(with --json: a list of summaries)",
+    )
     personal.add_argument("--config", type=_existing_file, default=None, help="SteeringConfig JSON")
     personal.add_argument(
         "--recency-half-life",

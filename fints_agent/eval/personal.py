@@ -449,7 +449,7 @@ def history_store_key(
 
 def history_cache_dir() -> Path:
     """Where kept history stores live: ``eval-history`` under the user cache."""
-    from fints_agent.models import cache_dir
+    from fints_agent.paths import cache_dir
 
     return cache_dir() / HISTORY_CACHE
 

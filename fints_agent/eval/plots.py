@@ -4,26 +4,35 @@ Input is the per-turn rows of :meth:`fints_agent.eval.personal.PersonalRun.rows`
 Lines written by ``fints-agent eval personal --out``), for one or several methods.
 
 * :func:`plot_accuracy_by_history`: call accuracy against how many history records the user has
-  in the turn's domain, one line per method.
+  in the turn's domain, a bar per method in each (non-empty) bin.
 * :func:`plot_changed_preference`: for turns where the user's preference changed, the share that
-  followed the new preference and the old one, per method (e.g. steer with and without recency).
+  followed the new preference and the old one, per method (e.g. steer with and without recency),
+  against a labelled target; the rest of the turns followed neither.
+
+Both titles name the model and the data (``model=``, ``split=``). The ``*_figure`` functions
+return the matplotlib figure instead of writing it.
 
 Example:
     >>> rows = [json.loads(line) for line in open("steer.jsonl")]
-    >>> plot_accuracy_by_history({"steer": rows}, "docs/accuracy_by_history.png")
+    >>> plot_accuracy_by_history(
+    ...     {"steer": rows}, "docs/accuracy_by_history.png",
+    ...     model="smollm2-135m-instruct", split="personal_webapi.jsonl, test split",
+    ... )
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "DEFAULT_BINS",
+    "NEITHER_NOTE",
     "accuracy_by_history",
+    "accuracy_by_history_figure",
+    "changed_preference_figure",
     "changed_preference_rates",
     "plot_accuracy_by_history",
     "plot_changed_preference",
@@ -91,6 +100,9 @@ def changed_preference_rates(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any
 
 
 def _pyplot() -> Any:
+    from fints_agent.install import require_extra
+
+    require_extra("matplotlib", "plots", "plotting")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,72 +111,155 @@ def _pyplot() -> Any:
     return plt
 
 
+def _context(model: str | None, split: str | None) -> str:
+    """The subtitle naming the model and the data the turns come from."""
+    parts = []
+    if model:
+        parts.append(f"model: {model}")
+    if split:
+        parts.append(f"data: {split}")
+    return " · ".join(parts)
+
+
+def _title(main: str, model: str | None, split: str | None) -> str:
+    context = _context(model, split)
+    return f"{main}\n{context}" if context else main
+
+
+def _counts_label(counts: Sequence[int]) -> str:
+    low, high = min(counts), max(counts)
+    return f"n={low}" if low == high else f"n={low}-{high}"
+
+
+def _save(fig: Any, path: str | Path) -> Path:
+    plt = _pyplot()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.savefig(out, bbox_inches="tight")  # keeps a legend or note outside the axes
+    finally:
+        plt.close(fig)
+    return out
+
+
+def accuracy_by_history_figure(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    *,
+    metric: str = "call",
+    title: str | None = None,
+    model: str | None = None,
+    split: str | None = None,
+    bins: Sequence[tuple[int, int]] = DEFAULT_BINS,
+) -> Any:
+    """Grouped bars: accuracy per bin of history records in the turn's domain, per method.
+
+    The bins are categories, so each method gets a bar per bin (no line joins them); bins
+    without any turn are left out, and the legend sits outside the axes.
+
+    Args:
+        runs: Per method, its per-turn rows.
+        metric: ``"call"``, ``"function"`` or ``"args"``.
+        title: Plot title (default: ``"<metric> accuracy by amount of history"``).
+        model: The model answered with (shown under the title).
+        split: The data the turns come from, e.g. ``"personal_webapi.jsonl, test split"``.
+        bins: Inclusive ``(low, high)`` bounds.
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close(fig)``).
+    """
+    plt = _pyplot()
+    points = {
+        method: {p["bin"]: p for p in accuracy_by_history(rows, metric, bins)}
+        for method, rows in runs.items()
+    }
+    labels = [_bin_label(lo, hi) for lo, hi in bins]
+    labels = [b for b in labels if any(b in per_bin for per_bin in points.values())]
+    fig, ax = plt.subplots(figsize=(8, 4.2), dpi=120, layout="constrained")
+    width = 0.8 / max(1, len(points))
+    for i, (method, per_bin) in enumerate(points.items()):
+        xs = [j for j, b in enumerate(labels) if b in per_bin]
+        ys = [per_bin[labels[j]]["accuracy"] for j in xs]
+        offset = (i - (len(points) - 1) / 2) * width
+        ax.bar([x + offset for x in xs], ys, width, label=method)
+    ticks = []
+    for b in labels:
+        counts = [per_bin[b]["n"] for per_bin in points.values() if b in per_bin]
+        ticks.append(f"{b}\n({_counts_label(counts)})")
+    ax.set_xticks(range(len(labels)))
+    ax.set_xticklabels(ticks)
+    ax.set_xlabel("history records of the user in the turn's domain (turns per bin)")
+    ax.set_ylabel(f"{metric} accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    if points:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
+    ax.set_title(_title(title or f"{metric} accuracy by amount of history", model, split))
+    return fig
+
+
 def plot_accuracy_by_history(
     runs: Mapping[str, Sequence[Mapping[str, Any]]],
     path: str | Path,
     *,
     metric: str = "call",
     title: str | None = None,
+    model: str | None = None,
+    split: str | None = None,
 ) -> Path:
-    """Line plot: accuracy against history records of the user in the turn's domain.
+    """Writes :func:`accuracy_by_history_figure` as a PNG.
 
     Args:
         runs: Per method, its per-turn rows.
         path: The PNG to write.
         metric: ``"call"``, ``"function"`` or ``"args"``.
         title: Plot title.
+        model: The model answered with (shown under the title).
+        split: The data the turns come from (shown under the title).
 
     Returns:
         The written path.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    labels: list[str] = [_bin_label(lo, hi) for lo, hi in DEFAULT_BINS]
-    for method, rows in runs.items():
-        points = {p["bin"]: p for p in accuracy_by_history(rows, metric)}
-        xs = [i for i, b in enumerate(labels) if b in points]
-        ys = [points[labels[i]]["accuracy"] for i in xs]
-        ax.plot(xs, ys, marker="o", label=method)
-    counts: dict[str, int] = defaultdict(int)
-    first = next(iter(runs.values()), [])
-    for p in accuracy_by_history(first, metric):
-        counts[p["bin"]] = p["n"]
-    ax.set_xticks(range(len(labels)))
-    ax.set_xticklabels([f"{b}\n(n={counts.get(b, 0)})" for b in labels])
-    ax.set_xlabel("history records of the user in the turn's domain")
-    ax.set_ylabel(f"{metric} accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(title or f"{metric} accuracy by amount of history")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    fig = accuracy_by_history_figure(runs, metric=metric, title=title, model=model, split=split)
+    return _save(fig, path)
 
 
-def plot_changed_preference(
+NEITHER_NOTE = (
+    "new + old < 1: the other turns follow neither preference\n"
+    "(another tool, other values of the arguments the two preferences differ in, or no call)"
+)
+"""The note under :func:`changed_preference_figure`."""
+
+
+def changed_preference_figure(
     runs: Mapping[str, Sequence[Mapping[str, Any]]],
-    path: str | Path,
     *,
     title: str | None = None,
-) -> Path:
+    model: str | None = None,
+    split: str | None = None,
+    target: float | None = 0.8,
+) -> Any:
     """Grouped bars: share of changed-preference turns following the new vs old preference.
+
+    A note under the axes says why the two shares of a method do not add up to 1.
 
     Args:
         runs: Per method (e.g. ``"steer"``, ``"steer + recency"``), its per-turn rows.
-        path: The PNG to write.
         title: Plot title.
+        model: The model answered with (shown under the title).
+        split: The data the turns come from (shown under the title).
+        target: Share of turns following the new preference aimed at, drawn as a labelled
+            dotted line (None: no line).
 
     Returns:
-        The written path.
+        The matplotlib figure (close it with ``plt.close(fig)``).
     """
     plt = _pyplot()
     names = list(runs)
     rates = [changed_preference_rates(runs[m]) for m in names]
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(names) + 2), 4.2), dpi=120)
+    fig, ax = plt.subplots(
+        figsize=(max(7, 1.6 * len(names) + 3.5), 4.4), dpi=120, layout="constrained"
+    )
     width = 0.38
     xs = list(range(len(names)))
     new = [r["new"] or 0.0 for r in rates]
@@ -176,14 +271,47 @@ def plot_changed_preference(
         ax.text(x + width / 2, b + 0.01, f"{b:.2f}", ha="center", fontsize=8)
     ax.set_xticks(xs)
     ax.set_xticklabels([f"{m}\n(n={r['n']})" for m, r in zip(names, rates, strict=True)])
-    ax.set_ylabel("share of test turns")
+    ax.set_ylabel("share of changed-preference test turns")
     ax.set_ylim(0, 1.1)
-    ax.axhline(0.8, color="gray", linestyle=":", linewidth=1)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "Users whose preference changed: which preference is followed")
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
+    if target is not None:
+        ax.axhline(
+            target,
+            color="gray",
+            linestyle=":",
+            linewidth=1,
+            label=f"target: new preference in {target:.0%} of turns",
+        )
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
+    ax.set_title(
+        _title(
+            title or "Users whose preference changed: which preference is followed", model, split
+        )
+    )
+    ax.set_xlabel(NEITHER_NOTE, fontsize=8, color="dimgray")  # a note under the bars
+    return fig
+
+
+def plot_changed_preference(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    model: str | None = None,
+    split: str | None = None,
+    target: float | None = 0.8,
+) -> Path:
+    """Writes :func:`changed_preference_figure` as a PNG.
+
+    Args:
+        runs: Per method (e.g. ``"steer"``, ``"steer + recency"``), its per-turn rows.
+        path: The PNG to write.
+        title: Plot title.
+        model: The model answered with (shown under the title).
+        split: The data the turns come from (shown under the title).
+        target: Share of turns following the new preference aimed at (None: no line).
+
+    Returns:
+        The written path.
+    """
+    fig = changed_preference_figure(runs, title=title, model=model, split=split, target=target)
+    return _save(fig, path)

