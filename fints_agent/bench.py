@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from fints_agent.steering.vector import SteeringVector
 
 __all__ = [
     "SECTIONS",
+    "bench_batch",
     "bench_constrained",
     "bench_load",
     "bench_memory",
@@ -45,6 +46,7 @@ SECTIONS = (
     "constrained",
     "recording",
     "turns",
+    "batch",
     "personalization",
     "memory",
 )
@@ -456,6 +458,67 @@ def bench_turns(
     }
 
 
+def bench_batch(lm: LoadedModel, *, users: int = 8, repeats: int = 3) -> dict[str, Any]:
+    """Throughput of several users' turns through the chat model: ``batch`` against a loop of
+    ``invoke`` (one set of tools), and gathered ``ainvoke`` calls (each user's own tools,
+    grouped by the micro-batcher) against a loop of ``invoke``; alternated, calls compared."""
+    import asyncio
+
+    from fints_agent.chat_model import FintsChatModel
+
+    rows = _dataset_records("test", 64)
+    firsts = list({r["user_id"]: r for r in reversed(rows)}.values())[:users]
+    llm = FintsChatModel(model=lm.name, personalization="none", max_batch_size=users)
+    shared = llm.bind_tools([_WEATHER, _RIDE], tool_choice="any")
+    requests = [r["messages"][-1]["content"] for r in firsts]
+    configs: list[Any] = [{"configurable": {"user_id": r["user_id"]}} for r in firsts]
+    own = [llm.bind_tools(r["tools"], tool_choice="any") for r in firsts]
+
+    def calls(messages: Sequence[Any]) -> list[Any]:
+        return [[(c["name"], c["args"]) for c in m.tool_calls] for m in messages]
+
+    async def gathered() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                *(m.ainvoke(x, c) for m, x, c in zip(own, requests, configs, strict=True))
+            )
+        )
+
+    runs: dict[str, Callable[[], list[Any]]] = {
+        "invoke_loop": lambda: [
+            shared.invoke(x, c) for x, c in zip(requests, configs, strict=True)
+        ],
+        "batch": lambda: shared.batch(requests, configs),
+        "invoke_loop_own_tools": lambda: [
+            m.invoke(x, c) for m, x, c in zip(own, requests, configs, strict=True)
+        ],
+        "ainvoke_gathered_own_tools": lambda: asyncio.run(gathered()),
+    }
+    out = {k: calls(run()) for k, run in runs.items()}  # warm-up, and the calls compared
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for _ in range(repeats):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            run()
+            times[k].append(time.perf_counter() - t0)
+    p50 = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "users": len(requests),
+        "seconds_invoke_loop": round(p50["invoke_loop"], 3),
+        "seconds_batch": round(p50["batch"], 3),
+        "batch_over_invoke_throughput": round(p50["invoke_loop"] / p50["batch"], 2),
+        "seconds_invoke_loop_own_tools": round(p50["invoke_loop_own_tools"], 3),
+        "seconds_ainvoke_gathered_own_tools": round(p50["ainvoke_gathered_own_tools"], 3),
+        "ainvoke_over_invoke_throughput": round(
+            p50["invoke_loop_own_tools"] / p50["ainvoke_gathered_own_tools"], 2
+        ),
+        "identical_calls_batch": out["batch"] == out["invoke_loop"],
+        "identical_calls_ainvoke": out["ainvoke_gathered_own_tools"]
+        == out["invoke_loop_own_tools"],
+        "repeats": repeats,
+    }
+
+
 def bench_memory() -> dict[str, Any]:
     """The memory benchmark (``tools/bench_memory.py``) when run from a source checkout."""
     script = Path(__file__).resolve().parent.parent / "tools" / "bench_memory.py"
@@ -520,6 +583,8 @@ def run_bench(sections: list[str]) -> dict[str, Any]:
         result["recording"] = bench_recording(lm)
     if "turns" in sections:
         result["turns"] = bench_turns(lm)
+    if "batch" in sections:
+        result["batch"] = bench_batch(lm)
     if "personalization" in sections:
         result["personalization"] = bench_personalization(lm)
     if "memory" in sections:

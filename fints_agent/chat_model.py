@@ -27,13 +27,20 @@ import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    MessageLikeRepresentation,
+    convert_to_messages,
+)
 from langchain_core.messages.tool import (
     invalid_tool_call,
     tool_call,
@@ -59,7 +66,7 @@ from fints_agent.calls import (
 )
 from fints_agent.config import SteeringConfig
 from fints_agent.engine import Personalization, TurnEngine, TurnRequest, TurnResult
-from fints_agent.messages import dumps_args, to_chat_dicts
+from fints_agent.messages import dumps_args, feedback_chat, to_chat_dicts
 from fints_agent.models import DEFAULT_MODEL, LoadedModel, cache_dir, load_model
 
 __all__ = ["FintsChatModel", "resolve_user_id"]
@@ -143,10 +150,16 @@ class FintsChatModel(BaseChatModel):
     """Sampling seed."""
     stop: list[str] | None = None
     """Stop sequences for text answers."""
-    call_on_user_turn: bool = False
+    call_on_user_turn: bool = True
     """With tools bound and ``tool_choice`` auto, a turn that answers a user message must call
-    a tool (after a tool result the model may still answer in text). Small models rarely choose
-    to call a tool on their own; agents built on them usually want this on."""
+    a tool (after a tool result the model may still answer in text).
+
+    On by default because that is what works on the embedded default model: a 135M model
+    rarely chooses to call a tool on its own, so with it off an agent on the default model
+    answers requests in text and calls nothing. Turn it off for a model that decides well by
+    itself, or for an agent that must be able to answer a user in text (LangChain's plain
+    ``tool_choice="auto"``); ``tool_choice`` ``"none"``, ``"any"`` or a tool name is always
+    followed as given."""
     parallel_tool_calls: bool = False
     """Allow several calls in one answer (or per call: ``parallel_tool_calls=True``)."""
     copy_strings: bool = False
@@ -284,6 +297,143 @@ class FintsChatModel(BaseChatModel):
         specs = _unique_specs(tools)
         resolve_tool_choice(tool_choice, specs)  # fails now on an unknown tool name
         return self.bind(tools=[s.to_openai() for s in specs], tool_choice=tool_choice, **kwargs)
+
+    # -- token counting ----------------------------------------------------------------------
+    def get_token_ids(self, text: str) -> list[int]:
+        """The ids of ``text`` under the model's own tokenizer (no special tokens added).
+
+        Loads the model on first use (shared, see :meth:`load`); never reaches the network.
+        """
+        ids = self.load().tokenizer(text, add_special_tokens=False)["input_ids"]
+        return [int(i) for i in ids]
+
+    def get_num_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` under the model's own tokenizer."""
+        return len(self.get_token_ids(text))
+
+    def get_num_tokens_from_messages(
+        self,
+        messages: list[BaseMessage],
+        tools: Sequence[Any] | None = None,
+    ) -> int:
+        """Number of prompt tokens of ``messages`` (and ``tools``), as the model would see them.
+
+        The messages are rendered by the model's chat template exactly as a turn renders them
+        (:class:`fints_agent.prompting.PromptRenderer`: system messages merged, tool results
+        and calls in the template's form, the opening of the answer included), so the count is
+        the turn's ``usage_metadata["input_tokens"]`` without retrieved examples. Works as
+        ``trim_messages(..., token_counter=llm)``.
+
+        Args:
+            messages: The messages (any form LangChain accepts).
+            tools: Tools offered with them (any form :meth:`bind_tools` takes); their schemas
+                count as the template writes them.
+        """
+        from fints_agent.prompting import PromptRenderer
+
+        chat = to_chat_dicts(convert_to_messages(messages))
+        specs = to_tool_specs(list(tools)) if tools else []
+        if not chat and not specs:
+            return 0
+        renderer = PromptRenderer(self.load().tokenizer)
+        prompt = renderer.render_prompt(chat, [spec.to_openai() for spec in specs])
+        return renderer.count_tokens(prompt)
+
+    # -- structured output -------------------------------------------------------------------
+    def with_structured_output(
+        self,
+        schema: Mapping[str, Any] | type,
+        *,
+        include_raw: bool = False,
+        method: str = "function_calling",
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """A runnable that answers with an instance of ``schema``, decoded under its grammar.
+
+        Args:
+            schema: A Pydantic model, a ``TypedDict``, a JSON schema or an OpenAI tool dict.
+            include_raw: Return ``{"raw", "parsed", "parsing_error"}`` instead of raising on a
+                parse failure.
+            method: ``"function_calling"`` (a forced call of a tool named after the schema,
+                parsed from ``tool_calls``), ``"json_schema"`` (the answer text is a JSON
+                instance of the schema) or ``"json_mode"`` (the answer text is a JSON object,
+                ``schema`` only parses it).
+            **kwargs: ``strict`` is accepted and ignored (decoding is always strict).
+
+        An answer cut short by ``max_tokens`` (``finish_reason: "length"``) is never parsed
+        into a value, even when its JSON happens to validate (the grammar closes open strings
+        near the end of the budget, so a truncated answer can look complete):
+        :class:`~langchain_core.exceptions.OutputParserException` is raised, or under
+        ``include_raw`` returned as ``parsing_error`` with ``parsed`` ``None``.
+
+        Raises:
+            ValueError: An unknown ``method``, or an unknown keyword argument.
+        """
+        from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
+        from langchain_core.output_parsers.openai_tools import (
+            JsonOutputKeyToolsParser,
+            PydanticToolsParser,
+        )
+        from langchain_core.runnables import RunnableLambda, RunnableMap, RunnablePassthrough
+        from langchain_core.utils.function_calling import convert_to_openai_tool
+        from langchain_core.utils.pydantic import is_basemodel_subclass
+
+        kwargs.pop("strict", None)
+        if kwargs:
+            raise ValueError(f"Received unsupported arguments {kwargs}")
+        is_model = isinstance(schema, type) and is_basemodel_subclass(schema)
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            tool = convert_to_openai_tool(schema)
+            name = tool["function"]["name"]
+            llm = self.bind_tools(
+                [cast(Any, schema)],
+                tool_choice=name,
+                ls_structured_output_format={
+                    "kwargs": {"method": method},
+                    "schema": tool,
+                },
+            )
+            if is_model:
+                parser = PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
+            else:
+                parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+        elif method in ("json_schema", "json_mode"):
+            if method == "json_schema":
+                json_schema = convert_to_openai_tool(schema)["function"]
+                response_format: dict[str, Any] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": json_schema["name"],
+                        "schema": json_schema.get("parameters", {}),
+                    },
+                }
+            else:
+                response_format = {"type": "json_object"}
+            llm = self.bind(
+                response_format=response_format,
+                ls_structured_output_format={
+                    "kwargs": {"method": method},
+                    "schema": schema,
+                },
+            )
+            parser = (
+                PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
+                if is_model
+                else JsonOutputParser()
+            )
+        else:
+            raise ValueError(
+                f"method {method!r}: expected 'function_calling', 'json_schema' or 'json_mode'"
+            )
+        checked = RunnableLambda(_complete_answer, name="complete_answer") | parser
+        if not include_raw:
+            return llm | checked
+        parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | checked, parsing_error=lambda _: None
+        )
+        failed = RunnablePassthrough.assign(parsed=lambda _: None)
+        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
 
     # -- generation --------------------------------------------------------------------------
     def invoke(
@@ -626,7 +776,7 @@ class FintsChatModel(BaseChatModel):
     def record_feedback(
         self,
         user_id: str,
-        messages: Sequence[BaseMessage] | Sequence[Mapping[str, Any]],
+        messages: Sequence[MessageLikeRepresentation],
         tools: Sequence[Any],
         accepted: Mapping[str, Any],
         rejected: Sequence[Mapping[str, Any]] | None = None,
@@ -639,7 +789,8 @@ class FintsChatModel(BaseChatModel):
 
         Args:
             user_id: Whose turn it was.
-            messages: The turn's messages (LangChain messages or role/content dicts).
+            messages: The turn's messages, in any form LangChain accepts (messages,
+                ``(role, content)`` tuples, strings, role/content dicts, OpenAI dicts).
             tools: The tools offered (any form ``bind_tools`` takes).
             accepted: The call the user accepted: ``{"name": ..., "arguments"|"args": {...}}``.
             rejected: Calls the user rejected, same form (default: negatives built by memory).
@@ -659,11 +810,7 @@ class FintsChatModel(BaseChatModel):
             >>> future.result()
             '3f2c...'
         """
-        chat = (
-            to_chat_dicts(messages)  # type: ignore[arg-type]
-            if messages and isinstance(messages[0], BaseMessage)
-            else [dict(m) for m in messages]
-        )
+        chat = feedback_chat(messages)
         specs = to_tool_specs(list(tools))
         memory = self.get_memory()
         args = (
@@ -726,6 +873,23 @@ def _schema_core(schema: Any) -> Any:
     if isinstance(schema, list):
         return [_schema_core(v) for v in schema]
     return schema
+
+
+def _complete_answer(message: AIMessage) -> AIMessage:
+    """The message, unless it was cut short by ``max_tokens`` (then it is no parsed value).
+
+    Raises:
+        OutputParserException: The answer ended at the token budget.
+    """
+    from langchain_core.exceptions import OutputParserException
+
+    if message.response_metadata.get("finish_reason") == "length":
+        raise OutputParserException(
+            "the structured answer was cut short by max_tokens (finish_reason 'length'): "
+            "raise max_tokens",
+            llm_output=str(message.content),
+        )
+    return message
 
 
 def _split_held(text: str) -> tuple[str, str]:

@@ -9,7 +9,7 @@ blocks that a text-only model cannot read (images, audio, files) raise
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import (
@@ -18,11 +18,13 @@ from langchain_core.messages import (
     ChatMessage,
     FunctionMessage,
     HumanMessage,
+    MessageLikeRepresentation,
     SystemMessage,
     ToolMessage,
+    convert_to_messages,
 )
 
-__all__ = ["UnsupportedContentError", "to_chat_dicts"]
+__all__ = ["UnsupportedContentError", "feedback_chat", "to_chat_dicts"]
 
 
 class UnsupportedContentError(ValueError):
@@ -94,6 +96,36 @@ def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
         else:
             raise UnsupportedContentError(f"{where}: unsupported message type {type(m).__name__}")
     return out
+
+
+def feedback_chat(messages: Sequence[MessageLikeRepresentation]) -> list[dict[str, Any]]:
+    """The chat dicts of a turn's messages given in any form LangChain accepts.
+
+    LangChain messages, ``(role, content)`` tuples, strings (user messages) and OpenAI-style
+    dicts go through :func:`langchain_core.messages.convert_to_messages`; a plain
+    ``{"role", "content"}`` dict of a role this module renders is kept as it is (so extra keys
+    such as ``tool_calls`` in the renderer's own form survive).
+
+    Raises:
+        UnsupportedContentError: Image, audio or file content, or an unknown message type.
+        ValueError: A message LangChain cannot read.
+    """
+    if isinstance(messages, (str, BaseMessage, Mapping)):
+        messages = [messages]  # one message given alone
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if (
+            isinstance(m, Mapping)
+            and isinstance(m.get("content", ""), str)
+            and m.get("role") in _ROLES
+        ):
+            out.append(dict(m))
+        else:
+            out += to_chat_dicts(convert_to_messages([m]))
+    return out
+
+
+_ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 
 def dumps_args(arguments: dict[str, Any]) -> str:

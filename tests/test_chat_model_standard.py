@@ -52,7 +52,7 @@ class TestFintsChatModelIntegration(ChatModelIntegrationTests):
     def chat_model_params(self) -> dict[str, Any]:
         return {
             "model": "smollm2-135m-instruct",
-            "max_tokens": 128,
+            "max_tokens": 256,
             "personalization": "none",
             # An agent on a small model: answer user turns with a call when tools are bound.
             "call_on_user_turn": True,
