@@ -356,8 +356,10 @@ class FintsChatModel(BaseChatModel):
                 parse failure.
             method: ``"function_calling"`` (a forced call of a tool named after the schema,
                 parsed from ``tool_calls``), ``"json_schema"`` (the answer text is a JSON
-                instance of the schema) or ``"json_mode"`` (the answer text is a JSON object,
-                ``schema`` only parses it).
+                instance of the schema) or ``"json_mode"`` (the answer text is a JSON object;
+                with a ``schema``, decoded under its grammar as ``"json_schema"`` is: JSON mode
+                promises JSON, and a small model keeps the keys the schema asks for only when
+                its grammar does).
             **kwargs: ``strict`` is accepted and ignored (decoding is always strict).
 
         An answer cut short by ``max_tokens`` (``finish_reason: "length"``) is never parsed
@@ -399,17 +401,14 @@ class FintsChatModel(BaseChatModel):
             else:
                 parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
         elif method in ("json_schema", "json_mode"):
-            if method == "json_schema":
-                json_schema = convert_to_openai_tool(schema)["function"]
-                response_format: dict[str, Any] = {
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": json_schema["name"],
-                        "schema": json_schema.get("parameters", {}),
-                    },
-                }
-            else:
-                response_format = {"type": "json_object"}
+            json_schema = convert_to_openai_tool(schema)["function"]
+            response_format: dict[str, Any] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": json_schema["name"],
+                    "schema": json_schema.get("parameters", {}),
+                },
+            }
             llm = self.bind(
                 response_format=response_format,
                 ls_structured_output_format={
