@@ -223,7 +223,8 @@ def bench_constrained(lm: LoadedModel, *, repeats: int = 5) -> dict[str, Any]:
 
 
 def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
-    """Per-turn overhead of personalization (retrieve + aggregate + hooks) in a whole turn."""
+    """Per-turn overhead of personalization (retrieve + aggregate + hooks) in a whole turn, on
+    the model's configuration (all layers of the memory steered)."""
     from fints_agent.calls import to_tool_specs
     from fints_agent.config import SteeringConfig
     from fints_agent.engine import TurnEngine, TurnRequest
@@ -247,7 +248,12 @@ def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
             ],
             progress=False,
         )
-        engine = TurnEngine(lm, memory, SteeringConfig(min_similarity=0.0))
+        # The model's configuration, every turn steered; with a configuration that steers the
+        # prompt (``steer_prompt``), a steered turn also loses the prefix cache.
+        config = SteeringConfig.for_model(lm.fingerprint).model_copy(
+            update={"min_similarity": 0.0, "layers": None}
+        )
+        engine = TurnEngine(lm, memory, config)
         specs = to_tool_specs([_WEATHER, _RIDE])
         steered: list[tuple[float, int]] = []
         plain: list[tuple[float, int]] = []

@@ -140,6 +140,11 @@ def check_references(schema: Any) -> None:
             raise ToolSchemaError(f"reference {ref!r} names nothing in the schema ({exc})") from exc
 
 
+_checked: set[str] = set()
+"""Schemas (as canonical JSON) that passed :func:`check_schema`: every turn and recording
+checks its tools again, and the meta-schema check costs milliseconds."""
+
+
 def check_schema(schema: Any) -> None:
     """Check a schema against the Draft 2020-12 meta-schema, and its references.
 
@@ -151,8 +156,18 @@ def check_schema(schema: Any) -> None:
             a reference points outside it or to nothing in it.
     """
     try:
+        key = json.dumps(schema, sort_keys=True)
+    except (TypeError, ValueError, RecursionError):
+        key = None  # not plain JSON: checked below, uncached
+    if key is not None and key in _checked:
+        return
+    try:
         Draft202012Validator.check_schema(schema)
         check_references(schema)
+        if key is not None:
+            if len(_checked) >= 1024:
+                _checked.clear()
+            _checked.add(key)
     except SchemaError as exc:
         where = "/".join(str(part) for part in exc.path) or "(root)"
         raise ToolSchemaError(f"invalid schema at {where}: {exc.message}") from exc
