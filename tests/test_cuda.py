@@ -148,9 +148,9 @@ def test_cuda_batch_matches_single_turns(models: tuple[LoadedModel, LoadedModel]
     engine = _engine(gpu, gate="decisions", canonical_choices=True)
     requests = [r for pair in zip(_requests(True), _requests(False), strict=True) for r in pair]
     requests[1].tools = TOOLS[:1]
-    # complete() also feeds grammar-forced tokens in one pass (jump-forward, one row only), whose
-    # tokenization may differ: a batch row is compared with the same turn in a batch of one.
-    alone = [engine.complete_batch([r])[0] for r in requests]
+    # Every row of a batch feeds its grammar-forced tokens in one pass (jump-forward), as a
+    # single turn does: a batch row gives the text of its turn run alone.
+    alone = [engine.complete(r) for r in requests]
     together = engine.complete_batch(requests)
     assert [r.text for r in together] == [r.text for r in alone]
     assert _calls(together) == _calls(alone)
