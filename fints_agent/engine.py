@@ -257,6 +257,8 @@ class TurnEngine:
     # -- a whole turn ------------------------------------------------------------------------
     def prepare(self, req: TurnRequest) -> PreparedTurn:
         """Everything before generation; all bad input fails here, before any generation."""
+        if not req.messages:
+            raise ValueError("a turn needs at least one message; none was given")
         constraint, allowed = self._constraint(req)
         retrieval = self.retrieve(req)
         prompt, prefix, _ = self.render(req, retrieval)

@@ -276,6 +276,14 @@ def test_bad_tools_fail_at_bind_time(tiny_dir: Path) -> None:
         llm.bind_tools([{"name": "bad name!", "parameters": {"type": "object"}}])
 
 
+def test_no_messages_is_a_clear_error(tiny_dir: Path) -> None:
+    llm = _llm(tiny_dir, max_tokens=4)
+    with pytest.raises(ValueError, match="at least one message"):
+        llm.invoke([])
+    with pytest.raises(ValueError, match="at least one message"):
+        llm.bind_tools([get_weather]).invoke([])
+
+
 def test_every_message_kind_renders_and_images_are_refused(tiny_dir: Path) -> None:
     llm = _llm(tiny_dir, max_tokens=4)
     conversation = [
