@@ -18,7 +18,7 @@ import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
-from tiny import SHORT, bounded_tool, random_llama, smollm2_tokenizer
+from tiny import SHORT, bounded_tool, saved_tiny_smol
 
 from fints_agent.calls import ToolSchemaError, request_span_pattern
 from fints_agent.chat_model import FintsChatModel, resolve_user_id
@@ -29,15 +29,7 @@ from fints_agent.messages import UnsupportedContentError
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    tok = smollm2_tokenizer()
-    model = random_llama(tok, hidden_size=32, layers=2, max_positions=1024)
-    out = tmp_path_factory.mktemp("tiny-smol")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield out
-    torch.set_num_threads(threads)
+    yield from saved_tiny_smol(tmp_path_factory, "tiny-smol")
 
 
 @tool

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from memory_fixtures import make_memory
-from tiny import random_llama, smollm2_tokenizer_or_skip
+from tiny import saved_tiny_smol
 
 from fints_agent.batching import MicroBatcher
 from fints_agent.chat_model import FintsChatModel
@@ -78,15 +77,7 @@ TURNS: list[tuple[str | None, str]] = [
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    tok = smollm2_tokenizer_or_skip()
-    model = random_llama(tok, hidden_size=32, layers=2, max_positions=1024)
-    out = tmp_path_factory.mktemp("tiny-smol-batch")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield out
-    torch.set_num_threads(threads)
+    yield from saved_tiny_smol(tmp_path_factory, "tiny-smol-batch")
 
 
 @pytest.fixture(scope="module")

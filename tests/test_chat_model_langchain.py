@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from langchain_core.exceptions import OutputParserException
 from langchain_core.messages import (
     AIMessage,
@@ -20,7 +19,7 @@ from langchain_core.messages import (
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
-from tiny import random_llama, smollm2_tokenizer
+from tiny import saved_tiny_smol
 
 from fints_agent.chat_model import FintsChatModel
 from fints_agent.messages import feedback_chat
@@ -28,15 +27,7 @@ from fints_agent.messages import feedback_chat
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    tok = smollm2_tokenizer()
-    model = random_llama(tok, hidden_size=32, layers=2, max_positions=1024)
-    out = tmp_path_factory.mktemp("tiny-smol-lc")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield out
-    torch.set_num_threads(threads)
+    yield from saved_tiny_smol(tmp_path_factory, "tiny-smol-lc")
 
 
 @tool(return_direct=True)

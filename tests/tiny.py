@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
@@ -183,3 +184,18 @@ def random_llama(
         pad_token_id=tokenizer.eos_token_id,
     )
     return LlamaForCausalLM(config).eval()
+
+
+def saved_tiny_smol(tmp_path_factory: Any, name: str) -> Iterator[Any]:
+    """A tiny random Llama with the real SmolLM2 tokenizer, saved in a folder that
+    ``FintsChatModel(model=...)`` loads; torch runs on one thread meanwhile (a module fixture's
+    body: ``yield from saved_tiny_smol(tmp_path_factory, "tiny-smol")``)."""
+    tok = smollm2_tokenizer_or_skip()
+    model = random_llama(tok, hidden_size=32, layers=2, max_positions=1024)
+    out = tmp_path_factory.mktemp(name)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield out
+    torch.set_num_threads(threads)
