@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from fints_agent.models import LoadedModel
-from fints_agent.prefix_cache import MIN_PREFIX_TOKENS, PastBatch, common_prefix
+from fints_agent.prefix_cache import MIN_PREFIX_TOKENS, PastBatch, common_prefix, left_padded
 from fints_agent.steering.inject import Coefficients, SteeringHandle, SteeringRow, steer
 from fints_agent.steering.vector import SteeringVector
 
@@ -178,15 +178,7 @@ def decode(
     width = max(len(r) for r in rest)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     device = lm.device
-    ids = torch.full((batch, width), pad, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.long)
-    for i, r in enumerate(rest):
-        ids[i, width - len(r) :] = torch.tensor(r)
-        mask[i, width - len(r) :] = 1
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0) + torch.tensor(past.lengths, device=device)[
-        :, None
-    ]
+    ids, mask, positions = left_padded(rest, pad, device, past.lengths)
     mask = torch.cat([past.mask, mask], 1)
     stop = stop_token_ids(lm) if stop_at_eos else set()
     generator = torch.Generator(device="cpu")
@@ -314,14 +306,7 @@ def decode(
             # Each row's next tokens, left-padded: rows feeding forced runs of other lengths
             # leave masked holes, and every row's last token is in the last column.
             feeds = [[max(t, 0), *f] for t, f in zip(tokens, forced, strict=True)]
-            width_step = max(len(f) for f in feeds)
-            step_ids = torch.full((batch, width_step), pad, dtype=torch.long)
-            step_mask = torch.zeros((batch, width_step), dtype=attn.dtype)
-            for i, f in enumerate(feeds):
-                step_ids[i, width_step - len(f) :] = torch.tensor(f)
-                step_mask[i, width_step - len(f) :] = 1
-            step_ids, step_mask = step_ids.to(device), step_mask.to(device)
-            step_pos = next_pos[:, None] + (step_mask.cumsum(-1) - 1).clamp(min=0)
+            step_ids, step_mask, step_pos = left_padded(feeds, pad, device, next_pos.tolist())
             next_pos = next_pos + step_mask.sum(-1)
             attn = torch.cat([attn, step_mask], 1)
     if stats is not None:

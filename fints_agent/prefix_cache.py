@@ -38,7 +38,14 @@ from torch import nn
 if TYPE_CHECKING:
     from fints_agent.models import LoadedModel
 
-__all__ = ["DEFAULT_PREFIX_CACHE_BYTES", "KV", "PastBatch", "PrefixCache", "common_prefix"]
+__all__ = [
+    "DEFAULT_PREFIX_CACHE_BYTES",
+    "KV",
+    "PastBatch",
+    "PrefixCache",
+    "common_prefix",
+    "left_padded",
+]
 
 KV = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 """Per decoder layer, the keys and values of one prefix: ``(1, kv_heads, tokens, head_dim)``."""
@@ -59,6 +66,28 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
             break
         n += 1
     return n
+
+
+def left_padded(
+    rows: Sequence[Sequence[int]],
+    pad: int,
+    device: torch.device | str = "cpu",
+    start: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token rows as one left-padded batch: ids, attention mask and position ids (each row's
+    positions count from its ``start``, default 0; padding takes the first position)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+    ids, mask = ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    if start is not None:
+        positions = positions + torch.tensor(list(start), device=device)[:, None]
+    return ids, mask, positions
 
 
 def body_of(model: nn.Module) -> nn.Module:
@@ -204,17 +233,10 @@ def _encode(lm: LoadedModel, prefixes: Sequence[Sequence[int]]) -> list[KV]:
     """Encode prefixes (left-padded, one batch) and cut each row's keys and values."""
     width = max(len(p) for p in prefixes)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(prefixes), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prefixes), width), dtype=torch.long)
-    for r, p in enumerate(prefixes):
-        ids[r, width - len(p) :] = torch.tensor(list(p))
-        mask[r, width - len(p) :] = 1
-    device = lm.device
-    mask = mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    ids, mask, positions = left_padded(prefixes, pad, lm.device)
     with torch.inference_mode():
         out = body_of(lm.model)(
-            input_ids=ids.to(device), attention_mask=mask, position_ids=positions, use_cache=True
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True
         )
     layers = out.cache.layers
     return [
