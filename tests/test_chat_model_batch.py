@@ -20,7 +20,7 @@ import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from memory_fixtures import make_memory
-from tiny import saved_tiny_smol
+from tiny import SHORT, bounded_tool, saved_tiny_smol
 
 from fints_agent.batching import MicroBatcher
 from fints_agent.chat_model import FintsChatModel
@@ -30,37 +30,16 @@ from fints_agent.messages import UnsupportedContentError
 
 pytest_plugins = ("memory_fixtures",)
 
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather forecast for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "maxLength": 8},
-                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "units"],
-        },
-    },
-}
-RIDE = {
-    "type": "function",
-    "function": {
-        "name": "book_ride",
-        "description": "Book a taxi.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "pickup": {"type": "string", "maxLength": 8},
-                "dropoff": {"type": "string", "maxLength": 8},
-                "shared": {"type": "boolean"},
-            },
-            "required": ["pickup", "dropoff", "shared"],
-        },
-    },
-}
+WEATHER = bounded_tool(
+    "get_weather",
+    {"city": SHORT, "units": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+    ["city", "units"],
+)
+RIDE = bounded_tool(
+    "book_ride",
+    {"pickup": SHORT, "dropoff": SHORT, "shared": {"type": "boolean"}},
+    ["pickup", "dropoff", "shared"],
+)
 
 TURNS: list[tuple[str | None, str]] = [
     ("alice", "What's the weather in Berlin?"),
