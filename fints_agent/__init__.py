@@ -1,7 +1,13 @@
 """fints_agent: per-user activation steering for LangChain tool-calling agents (Fints).
 
-The public names below are imported on first use, so that ``import fints_agent`` (and the
-``fints-agent`` command's ``--help``) does not load torch or transformers.
+The names below are what a user touches: the chat model, its options, the memory and its
+store, the vector type and the model loader. Everything else stays importable from its module
+(see ``docs/architecture.md``). They are imported on first use, so that ``import fints_agent``
+(and the ``fints-agent`` command's ``--help``) does not load torch or transformers.
+
+Example:
+    >>> from fints_agent import FintsChatModel, RetrievalConfig
+    >>> llm = FintsChatModel(memory="./memory", retrieval=RetrievalConfig(recency_half_life=4))
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from fints_agent.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from fints_agent.chat_model import FintsChatModel
-    from fints_agent.config import SteeringConfig
-    from fints_agent.engine import TurnEngine, TurnRequest, TurnResult
+    from fints_agent.config import Preset, RetrievalConfig, SteeringConfig, VectorKind
+    from fints_agent.memory import Memory, TrajectoryStore
     from fints_agent.models import (
         DEFAULT_MODEL,
         LoadedModel,
@@ -22,17 +28,7 @@ if TYPE_CHECKING:
         load_model,
         wrap_model,
     )
-    from fints_agent.steering import (
-        SITES,
-        SiteLayout,
-        SteeringVector,
-        UnknownLayoutError,
-        VectorMismatchError,
-        capture_answer_means,
-        contrastive_vectors,
-        find_sites,
-        steer,
-    )
+    from fints_agent.steering import SteeringVector
 
 try:
     __version__ = version("fints-agent")
@@ -41,24 +37,18 @@ except PackageNotFoundError:  # a source tree that was never installed
 
 _EXPORTS: dict[str, str] = {
     "FintsChatModel": "fints_agent.chat_model",
+    "Preset": "fints_agent.config",
+    "RetrievalConfig": "fints_agent.config",
     "SteeringConfig": "fints_agent.config",
-    "TurnEngine": "fints_agent.engine",
-    "TurnRequest": "fints_agent.engine",
-    "TurnResult": "fints_agent.engine",
+    "VectorKind": "fints_agent.config",
+    "Memory": "fints_agent.memory",
+    "TrajectoryStore": "fints_agent.memory",
     "DEFAULT_MODEL": "fints_agent.models",
     "LoadedModel": "fints_agent.models",
     "ModelLoadError": "fints_agent.models",
     "load_model": "fints_agent.models",
     "wrap_model": "fints_agent.models",
-    "SITES": "fints_agent.steering",
-    "SiteLayout": "fints_agent.steering",
     "SteeringVector": "fints_agent.steering",
-    "UnknownLayoutError": "fints_agent.steering",
-    "VectorMismatchError": "fints_agent.steering",
-    "capture_answer_means": "fints_agent.steering",
-    "contrastive_vectors": "fints_agent.steering",
-    "find_sites": "fints_agent.steering",
-    "steer": "fints_agent.steering",
 }
 
 
@@ -67,23 +57,17 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
 
 __all__ = [
     "DEFAULT_MODEL",
-    "SITES",
     "FintsChatModel",
     "LoadedModel",
+    "Memory",
     "ModelLoadError",
-    "SiteLayout",
+    "Preset",
+    "RetrievalConfig",
     "SteeringConfig",
     "SteeringVector",
-    "TurnEngine",
-    "TurnRequest",
-    "TurnResult",
-    "UnknownLayoutError",
-    "VectorMismatchError",
+    "TrajectoryStore",
+    "VectorKind",
     "__version__",
-    "capture_answer_means",
-    "contrastive_vectors",
-    "find_sites",
     "load_model",
-    "steer",
     "wrap_model",
 ]

@@ -226,9 +226,10 @@ def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
     """Per-turn overhead of personalization (retrieve + aggregate + hooks) in a whole turn, on
     the model's configuration (all layers of the memory steered)."""
     from fints_agent.calls import to_tool_specs
-    from fints_agent.config import SteeringConfig
-    from fints_agent.engine import TurnEngine, TurnRequest
+    from fints_agent.config import Preset
+    from fints_agent.engine import TurnEngine
     from fints_agent.memory import Memory, TrajectoryStore
+    from fints_agent.turn import TurnRequest
 
     with tempfile.TemporaryDirectory() as store:
         memory = Memory(lm, TrajectoryStore(store))
@@ -250,10 +251,8 @@ def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
         )
         # The model's configuration, every turn steered; with a configuration that steers the
         # prompt (``steer_prompt``), a steered turn also loses the prefix cache.
-        config = SteeringConfig.for_model(lm.fingerprint).model_copy(
-            update={"min_similarity": 0.0, "layers": None}
-        )
-        engine = TurnEngine(lm, memory, config)
+        preset = Preset.for_model(lm.fingerprint).replace(min_similarity=0.0, layers=None)
+        engine = TurnEngine(lm, memory, preset)
         specs = to_tool_specs([_WEATHER, _RIDE])
         steered: list[tuple[float, int]] = []
         plain: list[tuple[float, int]] = []
@@ -409,28 +408,34 @@ def bench_recording(lm: LoadedModel, *, trajectories: int = 8) -> dict[str, Any]
 
 
 def bench_turns(
-    lm: LoadedModel, *, turns: int = 12, users: int = 6, config: Any = None
+    lm: LoadedModel, *, turns: int = 12, users: int = 6, preset: Any = None
 ) -> dict[str, Any]:
-    """Turn latency (steer, batch 1, the model's configuration unless ``config`` is given)
+    """Turn latency (steer, batch 1, the model's preset unless ``preset`` is given)
     with the prefix cache and without it, alternated on the same test turns; the calls of
     both are compared. A configuration that steers the prompt (``steer_prompt``) encodes
     steered turns' prompts whole."""
     from fints_agent.calls import to_tool_specs
-    from fints_agent.config import SteeringConfig
-    from fints_agent.engine import TurnEngine, TurnRequest
+    from fints_agent.config import Preset
+    from fints_agent.engine import TurnEngine
     from fints_agent.memory import Memory, TrajectoryStore
     from fints_agent.prefix_cache import PrefixCache
+    from fints_agent.turn import TurnRequest
 
-    config = config or SteeringConfig.for_model(lm.fingerprint)
+    preset = preset or Preset.for_model(lm.fingerprint)
     tests = _dataset_records("test", users)[:turns]
     saved = lm.prefix_cache
     times: dict[str, list[float]] = {"cached": [], "uncached": []}
     tokens: dict[str, list[int]] = {"cached": [], "uncached": []}
     same = 0
     with tempfile.TemporaryDirectory() as store:
-        memory = Memory(lm, TrajectoryStore(store), layers=config.layers, vectors=config.vectors)
+        memory = Memory(
+            lm,
+            TrajectoryStore(store),
+            layers=preset.steering.layers,
+            vectors=preset.vector_kind,
+        )
         memory.record_many(_dataset_records("history", users), progress=False)
-        engine = TurnEngine(lm, memory, config)
+        engine = TurnEngine(lm, memory, preset)
         caches = {"cached": saved, "uncached": PrefixCache(max_bytes=0)}
         try:
             for row in tests:

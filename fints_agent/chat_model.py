@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping
 from concurrent.futures import Future
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -64,10 +64,14 @@ from fints_agent.calls import (
     resolve_tool_choice,
     to_tool_specs,
 )
-from fints_agent.config import SteeringConfig
-from fints_agent.engine import Personalization, TurnEngine, TurnRequest, TurnResult
+from fints_agent.config import Preset, RetrievalConfig, SteeringConfig, VectorKind
+from fints_agent.engine import TurnEngine
 from fints_agent.messages import dumps_args, feedback_chat, to_chat_dicts
 from fints_agent.models import DEFAULT_MODEL, LoadedModel, cache_dir, load_model
+from fints_agent.turn import Personalization, TurnRequest, TurnResult
+
+if TYPE_CHECKING:
+    from fints_agent.memory import Memory
 
 __all__ = ["FintsChatModel", "resolve_user_id"]
 
@@ -134,8 +138,19 @@ class FintsChatModel(BaseChatModel):
     Default: ``memory`` under the user cache directory."""
     personalization: Personalization = "steer"
     """How history is used: ``steer``, ``rag`` (examples in the prompt), ``rag+steer``, ``none``."""
+    retrieval: RetrievalConfig | None = None
+    """Which past trajectories steer a turn (``k``, weighting, recency); default: the model's
+    preset (:meth:`fints_agent.config.Preset.for_model`). Set ``recency_half_life`` for
+    users whose preferences change."""
     steering: SteeringConfig | None = None
-    """Steering configuration; default: the model's saved (tuned) configuration."""
+    """Where and how strongly history steers (layers, sites, coefficient, gate); default: the
+    model's preset. Set it after tuning a model of your own by hand."""
+    vector_kind: VectorKind | None = None
+    """The kind of vectors a new memory records (``contrast``, ``demonstration``, ``split``);
+    default: the model's preset. A memory keeps the kind it was built with."""
+    canonical_choices: bool | None = None
+    """Write tool names and enum values only as the tokenizer spells them (every turn,
+    steered or not); default: the model's preset."""
     max_tokens: int = 256
     """Upper bound on generated tokens per turn."""
     max_batch_size: int = Field(default=8, ge=1, le=256)
@@ -176,7 +191,9 @@ class FintsChatModel(BaseChatModel):
     :meth:`flush_feedback` waits until everything queued is recorded; a process that is killed
     loses only feedback still queued."""
 
-    _memory_obj: Any = PrivateAttr(default=None)
+    _memory_obj: Memory | None = PrivateAttr(default=None)
+    _engines: dict[tuple[str, str], TurnEngine] = PrivateAttr(default_factory=dict)
+    _engines_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _batcher: Any = PrivateAttr(default=None)
     _recorder: Any = PrivateAttr(default=None)
     _recorder_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -224,7 +241,22 @@ class FintsChatModel(BaseChatModel):
         """The loaded model (loaded on first use, shared between instances)."""
         return load_model(model or self.model_name, dtype=self.dtype, device=self.device)
 
-    def get_memory(self, lm: LoadedModel | None = None) -> Any:
+    def preset(self, lm: LoadedModel | None = None) -> Preset:
+        """The options turns use: the model's preset with this instance's fields applied."""
+        lm = lm or self.load()
+        base = Preset.for_model(lm.fingerprint)
+        return base.model_copy(
+            update={
+                "retrieval": self.retrieval or base.retrieval,
+                "steering": self.steering or base.steering,
+                "vector_kind": self.vector_kind or base.vector_kind,
+                "canonical_choices": base.canonical_choices
+                if self.canonical_choices is None
+                else self.canonical_choices,
+            }
+        )
+
+    def get_memory(self, lm: LoadedModel | None = None) -> Memory:
         """The trajectory memory of this model (opened on first use, shared per location)."""
         if self._memory_obj is not None:
             return self._memory_obj
@@ -237,41 +269,53 @@ class FintsChatModel(BaseChatModel):
             if key not in _memories:
                 if "://" not in location:
                     Path(location).mkdir(parents=True, exist_ok=True)
-                config = self.steering or SteeringConfig.for_model(lm.fingerprint)
+                preset = self._engine_for(lm).preset
                 store = TrajectoryStore(location)
-                vectors = config.vectors
-                if store.layout is not None and store.layout.vectors != vectors:
+                kind = preset.vector_kind
+                if store.layout is not None and store.layout.vectors != kind:
                     # A store keeps the kind of vectors it was built with.
                     warnings.warn(
                         f"memory {location} holds {store.layout.vectors!r} vectors; the "
-                        f"steering configuration asks for {vectors!r}: using the store's kind",
+                        f"preset asks for {kind!r}: using the store's kind",
                         stacklevel=2,
                     )
-                    vectors = store.layout.vectors  # type: ignore[assignment]
+                    kind = store.layout.vectors  # type: ignore[assignment]
                 _memories[key] = Memory(
                     lm,
                     store,
-                    layers=config.layers,
-                    sites=tuple(config.sites),
-                    vectors=vectors,
+                    layers=preset.steering.layers,
+                    sites=tuple(preset.steering.sites),
+                    vectors=kind,
                 )
             self._memory_obj = _memories[key]
         return self._memory_obj
 
-    def use_memory(self, memory: Any) -> FintsChatModel:
+    def use_memory(self, memory: Memory) -> FintsChatModel:
         """Use an already opened :class:`fints_agent.memory.Memory`; returns self."""
         self._memory_obj = memory
         return self
 
+    def _engine_for(self, lm: LoadedModel) -> TurnEngine:
+        """The model's turn engine, built once per model and settings (the preset is read
+        from disk then, not per turn)."""
+        settings = (self.retrieval, self.steering, self.vector_kind, self.canonical_choices)
+        key = (lm.fingerprint, repr(settings))
+        with self._engines_lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                engine = self._engines[key] = TurnEngine(lm, None, self.preset(lm))
+        return engine
+
     def _engine(self, model: str | None, user_id: str | None) -> TurnEngine:
         lm = self.load(model)
+        engine = self._engine_for(lm)
         # Turns without a user retrieve nothing whatever the memory; an open memory serves
         # them too, so that their turns can share a batch with personalized ones.
         if user_id and self.personalization != "none":
-            memory = self.get_memory(lm)
-        else:
-            memory = self._memory_obj
-        return TurnEngine(lm, memory, self.steering)
+            engine.memory = self.get_memory(lm)
+        elif self._memory_obj is not None:
+            engine.memory = self._memory_obj
+        return engine
 
     # -- tools -------------------------------------------------------------------------------
     def bind_tools(
@@ -777,7 +821,7 @@ class FintsChatModel(BaseChatModel):
         user_id: str,
         messages: Sequence[MessageLikeRepresentation],
         tools: Sequence[Any],
-        accepted: Mapping[str, Any],
+        chosen: Mapping[str, Any],
         rejected: Sequence[Mapping[str, Any]] | None = None,
     ) -> str | Future[str]:
         """Record the outcome of a turn, so the user's next turns are steered by it.
@@ -791,7 +835,7 @@ class FintsChatModel(BaseChatModel):
             messages: The turn's messages, in any form LangChain accepts (messages,
                 ``(role, content)`` tuples, strings, role/content dicts, OpenAI dicts).
             tools: The tools offered (any form ``bind_tools`` takes).
-            accepted: The call the user accepted: ``{"name": ..., "arguments"|"args": {...}}``.
+            chosen: The call the user chose: ``{"name": ..., "arguments"|"args": {...}}``.
             rejected: Calls the user rejected, same form (default: negatives built by memory).
 
         Returns:
@@ -816,7 +860,7 @@ class FintsChatModel(BaseChatModel):
             user_id,
             chat,
             [s.to_openai() for s in specs],
-            _call_dict(accepted),
+            _call_dict(chosen),
             [_call_dict(r) for r in rejected] if rejected else None,
         )
         if not self.record_in_background:
@@ -925,9 +969,8 @@ def _batch_key(engine: TurnEngine, req: TurnRequest) -> Hashable:
     if req.stop or (req.temperature > 0 and req.seed is not None):
         return object()
     return (
-        id(engine.lm),
+        id(engine),
         id(engine.memory),
-        engine.config.model_dump_json(),
         req.temperature,
         req.no_repeat_ngram,
     )

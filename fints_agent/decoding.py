@@ -2,7 +2,9 @@
 
 The chat model, the benchmarks and the evaluation all generate through :func:`decode`. It yields
 one :class:`Step` per generated position, so callers can stream. Rows are left-padded; each row
-can carry its own steering vector (or none) and its own grammar matcher.
+can carry its own steering vector (or none, :class:`Steering`) and its own grammar matcher
+(:class:`Constraint`); what each row may or must do at each step, given its text so far, comes
+from one :class:`StepRules` object.
 
 Example:
     >>> for step in decode(lm, [prompt], max_new_tokens=32):
@@ -11,7 +13,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,7 +25,16 @@ from fints_agent.prefix_cache import MIN_PREFIX_TOKENS, PastBatch, common_prefix
 from fints_agent.steering.inject import Coefficients, SteeringHandle, SteeringRow, steer
 from fints_agent.steering.vector import SteeringVector
 
-__all__ = ["Constraint", "DecodeStats", "Step", "decode", "generate_text", "stop_token_ids"]
+__all__ = [
+    "Constraint",
+    "DecodeStats",
+    "NoRules",
+    "Steering",
+    "Step",
+    "StepRules",
+    "decode",
+    "stop_token_ids",
+]
 
 
 class Constraint(Protocol):
@@ -37,6 +48,70 @@ class Constraint(Protocol):
 
     def finished(self, row: int) -> bool:
         """Whether the row's grammar is complete."""
+
+    def forced_tokens(self, row: int, limit: int | None = None) -> list[int]:
+        """The tokens the row's grammar forces next (at most ``limit``; jump-forward)."""
+
+    def accept_tokens(self, row: int, tokens: Sequence[int]) -> None:
+        """Advance the row's matcher by forced tokens."""
+
+    def prefer_closing(self, logits: torch.Tensor, rows: Sequence[int]) -> list[int]:
+        """Restrict the given rows to tokens that close their open JSON where the grammar
+        allows one (in place); returns the rows so restricted."""
+
+
+class StepRules(Protocol):
+    """Per-step rules of a decode, from each row's text so far (built once per batch)."""
+
+    def gate(self, texts: list[str]) -> torch.Tensor | None:
+        """The steering gate for the next token: shape ``(rows,)``, or ``(rows, channels)``
+        for rows steered by channel tuples; ``None``: every steered row fully."""
+
+    def repeat_scope(self, texts: list[str]) -> list[bool]:
+        """Per row, whether the n-gram repetition rule applies at the next token."""
+
+    def close_scope(self, texts: list[str]) -> list[bool]:
+        """Per row, whether ``close_within`` may bring the row's open JSON to an end now."""
+
+    def restrict(self, texts: list[str]) -> list[Collection[int] | None] | None:
+        """Per row, the tokens it may take next after the grammar (``None``: any)."""
+
+
+class NoRules:
+    """:class:`StepRules` that change nothing: no gate, every row in every scope."""
+
+    def gate(self, texts: list[str]) -> torch.Tensor | None:
+        """No gate."""
+        return None
+
+    def repeat_scope(self, texts: list[str]) -> list[bool]:
+        """Every row."""
+        return [True] * len(texts)
+
+    def close_scope(self, texts: list[str]) -> list[bool]:
+        """Every row."""
+        return [True] * len(texts)
+
+    def restrict(self, texts: list[str]) -> list[Collection[int] | None] | None:
+        """No restriction."""
+        return None
+
+
+@dataclass(frozen=True)
+class Steering:
+    """What steers a decode.
+
+    Attributes:
+        rows: A steering vector for all rows, one per row (``None`` entries: unsteered), or
+            per row a tuple of vectors, one per gate channel (see :func:`steer`).
+        coefficients: Steering scale per layer/site.
+        steer_prompt: Steer prompt positions too (the Fints default), else generated ones
+            only (the prompt's cached prefix is then reused).
+    """
+
+    rows: SteeringVector | Sequence[SteeringRow]
+    coefficients: Coefficients = 1.0
+    steer_prompt: bool = True
 
 
 @dataclass
@@ -68,17 +143,9 @@ class DecodeStats:
     valid, but its finish reason is ``"length"``: a value may be cut short)."""
 
 
-GateFn = Callable[[list[str]], torch.Tensor | None]
-"""Given each row's text so far, the steering gate for the next token (or None): shape
-``(rows,)``, or ``(rows, channels)`` for rows given as channel tuples."""
-
-
 def stop_token_ids(lm: LoadedModel) -> set[int]:
     """Token ids that end a turn: EOS of the tokenizer and of the generation config, and
-    ``<|im_end|>`` where the vocabulary has it (cached per model)."""
-    cached = getattr(lm, "_stop_ids", None)
-    if cached is not None:
-        return set(cached)
+    ``<|im_end|>`` where the vocabulary has it."""
     ids: set[int] = set()
     tok = lm.tokenizer
     for t in (tok.eos_token_id, getattr(lm.model.generation_config, "eos_token_id", None)):
@@ -89,7 +156,6 @@ def stop_token_ids(lm: LoadedModel) -> set[int]:
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     if isinstance(im_end, int) and im_end != tok.unk_token_id:
         ids.add(im_end)
-    object.__setattr__(lm, "_stop_ids", frozenset(ids))
     return ids
 
 
@@ -99,21 +165,16 @@ def decode(
     *,
     max_new_tokens: int | Sequence[int] = 256,
     constraint: Constraint | None = None,
-    vectors: SteeringVector | Sequence[SteeringRow] | None = None,
-    coefficients: Coefficients = 1.0,
-    steer_prompt: bool = True,
-    gate: GateFn | None = None,
+    steering: Steering | None = None,
+    rules: StepRules | None = None,
     no_repeat_ngram: int = 0,
-    repeat_scope: Callable[[list[str]], list[bool]] | None = None,
+    close_within: int | Sequence[int] = 0,
+    prefixes: Sequence[str | Sequence[int] | None] | None = None,
     temperature: float = 0.0,
     seed: int | None = None,
-    stats: DecodeStats | None = None,
     stop_at_eos: bool = True,
     jump_forward: bool = True,
-    close_within: int | Sequence[int] = 0,
-    close_scope: Callable[[list[str]], list[bool]] | None = None,
-    restrict: Callable[[list[str]], list[Collection[int] | None]] | None = None,
-    prefixes: Sequence[str | Sequence[int] | None] | None = None,
+    stats: DecodeStats | None = None,
 ) -> Iterator[Step]:
     """Generate from a batch of prompts, one step at a time.
 
@@ -123,37 +184,28 @@ def decode(
         max_new_tokens: Upper bound on generated tokens: one for every row, or one per row (a
             row that reaches its own budget stops there while the others go on).
         constraint: A grammar constraint with one matcher per row.
-        vectors: A steering vector for all rows, one per row (``None`` entries: unsteered),
-            or per row a tuple of vectors, one per gate channel (see :func:`steer`).
-        coefficients: Steering scale per layer/site.
-        steer_prompt: Steer prompt positions too (the Fints default), else generated ones only.
-        gate: Per-step per-row steering gate from the texts generated so far.
+        steering: The rows' steering vectors, scale and whether prompts are steered.
+        rules: Per-step rules from each row's text so far (:class:`StepRules`): the steering
+            gate, where the repetition and closing rules apply, and token restrictions applied
+            after the grammar (ignored for a row where none of its tokens is still possible).
         no_repeat_ngram: Forbid a token that would repeat an n-gram of this size already
             generated in the row (0: off), unless it is the only token the grammar allows.
             Small models otherwise loop inside free text.
-        repeat_scope: Per row, whether the n-gram rule applies at the next token (for
-            example only inside free-text string values of a call).
+        close_within: When a row has this many tokens of budget left (one number, or one per
+            row), restrict it to tokens that close its open JSON wherever the grammar allows
+            one, so a long call ends valid instead of being cut off. 0: off.
+        prefixes: Per row, the prompt's cacheable prefix (the system prompt and tools, see
+            :meth:`~fints_agent.prompting.PromptRenderer.render_prefix`; ``None``: none). Its
+            keys and values come from the model's prefix cache (:mod:`fints_agent.prefix_cache`)
+            and only the rest of the prompt is encoded; rows steered on their prompt encode
+            the whole prompt.
         temperature: 0 for greedy decoding, else sampling temperature.
         seed: Seed for sampling.
-        stats: Filled with token counts and finish reasons.
         stop_at_eos: Stop a row at an end-of-turn token (benchmarks turn this off).
         jump_forward: With a grammar, feed the tokens each row's grammar forces next (for
             example ``{"name": "``) in the same forward pass as its sampled token; rows of a
             batch feeding runs of different lengths are left-padded within the step.
-        close_within: When a row has this many tokens of budget left (one number, or one per
-            row), restrict it to tokens that close its open JSON wherever the grammar allows
-            one (a constraint with ``prefer_closing``), so a long call ends valid instead of
-            being cut off. 0: off.
-        close_scope: Per row, whether closing applies now (for example only inside a call,
-            not in a free-text answer); default: every row.
-        restrict: Given each row's text so far, the tokens it may take next (``None``: no
-            restriction), applied after the grammar; ignored for a row where none of them is
-            still possible.
-        prefixes: Per row, the prompt's cacheable prefix (the system prompt and tools, see
-            :meth:`~fints_agent.prompting.PromptRenderer.render_prefix`; ``None``: none). Its
-            keys and values come from the model's prefix cache (:mod:`fints_agent.prefix_cache`)
-            and only the rest of the prompt is encoded; rows steered on their prompt
-            (``steer_prompt``) encode the whole prompt.
+        stats: Filled with token counts and finish reasons.
 
     Raises:
         ValueError: Empty batch or an empty prompt.
@@ -173,7 +225,9 @@ def decode(
         raise ValueError(f"max_new_tokens must be >= 1, got {min(budgets)}")
     if prefixes is not None and len(prefixes) != batch:
         raise ValueError(f"{len(prefixes)} prefixes for {batch} rows")
-    past = _cached_prefixes(lm, rows, prefixes, vectors if steer_prompt else None)
+    rules = rules or NoRules()
+    prompt_steering = steering.rows if steering is not None and steering.steer_prompt else None
+    past = _cached_prefixes(lm, rows, prefixes, prompt_steering)
     rest = [r[n:] for r, n in zip(rows, past.lengths, strict=True)]
     width = max(len(r) for r in rest)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -196,22 +250,24 @@ def decode(
 
     with ExitStack() as stack, torch.inference_mode():
         handle: SteeringHandle | None = None
-        if vectors is not None:
+        if steering is not None:
             handle = stack.enter_context(
                 steer(
                     lm,
-                    vectors,
-                    coefficients=coefficients,
-                    from_position=0 if steer_prompt else width,
+                    steering.rows,
+                    coefficients=steering.coefficients,
+                    from_position=0 if steering.steer_prompt else width,
                 )
             )
         cache: Any = past.cache
         step_ids, step_pos, attn = ids, positions, mask
         next_pos = positions[:, -1] + 1  # per row, the position of its next token
-        jumper: Any = constraint if jump_forward and hasattr(constraint, "forced_tokens") else None
+        jumper = constraint if jump_forward else None
         for _ in range(max(budgets)):
-            if handle is not None and gate is not None:
-                handle.set_gate(gate(texts))
+            if handle is not None:
+                gate = rules.gate(texts)
+                if gate is not None:
+                    handle.set_gate(gate)
             out = lm.model(
                 input_ids=step_ids,
                 attention_mask=attn,
@@ -224,20 +280,20 @@ def decode(
             logits = out.logits[:, -1, :].float()
             if constraint is not None:
                 constraint.mask_logits(logits)
-            if restrict is not None:
-                _restrict(logits, restrict(texts), done)
-            prefer_closing = getattr(constraint, "prefer_closing", None)
-            if prefer_closing is not None and any(reserve > 0 for reserve in reserves):
-                scope = close_scope(texts) if close_scope is not None else [True] * batch
+            allowed = rules.restrict(texts)
+            if allowed is not None:
+                _restrict(logits, allowed, done)
+            if constraint is not None and any(reserve > 0 for reserve in reserves):
+                scope = rules.close_scope(texts)
                 closing = [
                     i
                     for i in range(batch)
                     if scope[i] and not done[i] and budgets[i] - len(generated[i]) <= reserves[i]
                 ]
                 if closing:
-                    closed.update(prefer_closing(logits, closing))
+                    closed.update(constraint.prefer_closing(logits, closing))
             if no_repeat_ngram > 1:
-                scope = repeat_scope(texts) if repeat_scope is not None else [True] * batch
+                scope = rules.repeat_scope(texts)
                 for i in range(batch):
                     if scope[i] and not done[i]:
                         _ban_repeats(logits[i], generated[i], no_repeat_ngram)
@@ -283,8 +339,8 @@ def decode(
                     texts[i] = final
             # Jump-forward: text a row's grammar forces next is fed in the same forward pass.
             forced: list[list[int]] = [[] for _ in range(batch)]
-            for i in range(batch if jumper is not None else 0):
-                if done[i] or len(generated[i]) >= budgets[i]:
+            for i in range(batch):
+                if jumper is None or done[i] or len(generated[i]) >= budgets[i]:
                     continue
                 forced[i] = jumper.forced_tokens(i, limit=budgets[i] - len(generated[i]))
                 if forced[i]:
@@ -384,11 +440,3 @@ def _ban_repeats(logits: torch.Tensor, generated: list[int], n: int) -> None:
     logits[index] = float("-inf")
     if not torch.isfinite(logits).any():  # the grammar allows nothing else: keep them
         logits[index] = kept
-
-
-def generate_text(lm: LoadedModel, prompts: Sequence[str], **kwargs: Any) -> list[str]:
-    """Run :func:`decode` to the end and return each row's text."""
-    texts = [""] * len(prompts)
-    for step in decode(lm, prompts, **kwargs):
-        texts = [t + d for t, d in zip(texts, step.text_delta, strict=True)]
-    return texts

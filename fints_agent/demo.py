@@ -19,8 +19,8 @@ from langchain_core.tools import tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 if TYPE_CHECKING:
-    from fints_agent.config import SteeringConfig
-    from fints_agent.engine import Personalization
+    from fints_agent.config import Preset
+    from fints_agent.turn import Personalization
 
 __all__ = ["HISTORIES", "REQUESTS", "TOOLS", "run_demo"]
 
@@ -128,12 +128,18 @@ REQUESTS = [
 ]
 
 
-def _demo_steering() -> SteeringConfig:
-    from fints_agent.config import SteeringConfig
+def demo_preset() -> Preset:
+    """The demo's options: contrastive vectors of the top-3 past calls, coefficient 2 on
+    every non-free-text token of a call."""
+    from fints_agent.config import Preset, RetrievalConfig, SteeringConfig
 
     # Top-3: the demo's histories hold 4-5 past requests per domain, so the examples shown and
     # mixed for a request come from its own domain.
-    return SteeringConfig(coefficient=2.0, steer_prompt=False, gate="choices", k=3)
+    return Preset(
+        retrieval=RetrievalConfig(k=3),
+        steering=SteeringConfig(coefficient=2.0, steer_prompt=False, gate="choices"),
+        vector_kind="contrast",
+    )
 
 
 def _first_call(messages: list[Any]) -> tuple[AIMessage | None, dict[str, Any]]:
@@ -158,7 +164,7 @@ def run_demo(
     *,
     fresh: bool = True,
     verbose: bool = True,
-    steering: SteeringConfig | None = None,
+    preset: Preset | None = None,
     personalization: Personalization = "rag+steer",
 ) -> dict[str, Any]:
     """Run the demo; returns each user's calls and steering explanations.
@@ -167,9 +173,8 @@ def run_demo(
         store: Memory directory (default: a temporary directory, removed afterwards).
         fresh: Start from an empty memory.
         verbose: Print the side-by-side table.
-        steering: The steering configuration (default: the top-3 past calls, coefficient 2 on
-            every non-free-text token of a call; see the README for what the demo shows on the
-            default model).
+        preset: Retrieval, steering and decoding options (default: :func:`demo_preset`; see
+            the README for what the demo shows on the default model).
         personalization: How the history is used.
 
     Raises:
@@ -183,6 +188,7 @@ def run_demo(
 
     from fints_agent.chat_model import FintsChatModel
 
+    preset = preset or demo_preset()
     tmp = None
     if store is None:
         tmp = tempfile.mkdtemp(prefix="fints-demo-")
@@ -196,7 +202,10 @@ def run_demo(
             call_on_user_turn=True,
             copy_strings=True,
             personalization=personalization,
-            steering=steering or _demo_steering(),
+            retrieval=preset.retrieval,
+            steering=preset.steering,
+            vector_kind=preset.vector_kind,
+            canonical_choices=preset.canonical_choices,
         )
         start = time.perf_counter()
         lm = llm.load()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fints_agent.calls.schema import ToolSpec
+    from fints_agent.calls import ToolSpec
 
 __all__ = ["PromptRenderer", "Turn", "format_examples"]
 
@@ -66,18 +66,18 @@ class PromptRenderer:
     """Renders turns for one tokenizer.
 
     Args:
-        tokenizer: A Hugging Face tokenizer with a chat template.
-        use_template_tools: Pass tools to the chat template when it supports them (default on).
+        tokenizer: A Hugging Face tokenizer with a chat template (tools go to the template
+            when it supports them, else to a system section).
     """
 
-    def __init__(self, tokenizer: Any, *, use_template_tools: bool = True) -> None:
+    def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
-        self.template_tools = use_template_tools and _template_supports_tools(tokenizer)
+        self.template_tools = _template_supports_tools(tokenizer)
 
     def render_prompt(
         self,
         messages: Sequence[Message],
-        tools: Sequence[Mapping[str, Any]] = (),
+        tools: Sequence[ToolSpec | Mapping[str, Any]] = (),
         *,
         examples: str | None = None,
     ) -> str:
@@ -85,13 +85,15 @@ class PromptRenderer:
 
         Args:
             messages: The conversation (system messages anywhere are merged in order).
-            tools: OpenAI function-tool dicts offered this turn.
+            tools: The tools offered this turn: tool specs, or OpenAI function-tool dicts
+                (checked and converted here).
             examples: Optional extra system text (for example retrieved past calls).
         """
-        from fints_agent.calls.format import render_tools_prompt
-        from fints_agent.calls.schema import to_tool_specs
+        from fints_agent.calls import ToolSpec, render_tools_prompt, to_tool_specs
 
-        specs = to_tool_specs(list(tools)) if tools else []
+        specs = [t for t in tools if isinstance(t, ToolSpec)]
+        if len(specs) != len(tools):
+            specs = to_tool_specs(list(tools))
         systems = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
         rest = [_plain_message(m) for m in messages if m.get("role") != "system"]
         system_parts = [s for s in systems if s]
@@ -99,7 +101,7 @@ class PromptRenderer:
         if specs and not self.template_tools:
             system_parts.append(render_tools_prompt(specs))
         elif specs:
-            kwargs["tools"] = list(tools)
+            kwargs["tools"] = [s.to_openai() for s in specs]
         if examples:
             system_parts.append(examples)
         chat = [{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else []
@@ -110,7 +112,7 @@ class PromptRenderer:
         return str(text)
 
     def render_prefix(
-        self, messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] = ()
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec | Mapping[str, Any]] = ()
     ) -> str:
         """The part of the prompt every turn with these system messages and tools shares.
 

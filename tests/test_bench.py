@@ -7,7 +7,7 @@ import pytest
 from tiny import random_llama, smollm2_tokenizer_or_skip
 
 from fints_agent.bench import bench_recording, bench_turns
-from fints_agent.config import SteeringConfig
+from fints_agent.config import Preset, SteeringConfig
 from fints_agent.models import wrap_model
 from fints_agent.steering.capture import CapturePlan
 
@@ -32,7 +32,9 @@ def test_recording_section_compares_vectors_with_the_old_path(tiny_smol) -> None
 
 
 def test_turn_section_finds_identical_calls(tiny_smol) -> None:
-    out = bench_turns(tiny_smol, turns=3, users=1, config=SteeringConfig(steer_prompt=False))
+    out = bench_turns(
+        tiny_smol, turns=3, users=1, preset=Preset(steering=SteeringConfig(steer_prompt=False))
+    )
     assert out["identical_calls"] == "3/3"
     assert out["prefix_cache"]["hits"] >= 2  # every turn after the first of its tools
     assert out["turn_seconds_p50_prefix_cache"] > 0

@@ -55,7 +55,8 @@ from tiny import has_smollm2_tokenizer, random_llama, smollm2_tokenizer, tiny_lm
 from fints_agent.models import wrap_model
 from fints_agent.calls import CallGrammar, ToolSchemaError, ToolSpec, get_compiler, to_tool_specs
 from fints_agent.chat_model import FintsChatModel
-from fints_agent.engine import TurnEngine, TurnRequest
+from fints_agent.engine import TurnEngine
+from fints_agent.turn import TurnRequest
 
 LOOP = json.loads(sys.argv[3])
 TREE = json.loads(sys.argv[4])

@@ -22,7 +22,7 @@ from tiny import SHORT, bounded_tool, saved_tiny_smol
 
 from fints_agent.calls import ToolSchemaError, request_span_pattern
 from fints_agent.chat_model import FintsChatModel, resolve_user_id
-from fints_agent.config import SteeringConfig
+from fints_agent.config import RetrievalConfig, SteeringConfig
 from fints_agent.memory import Memory, TrajectoryStore
 from fints_agent.messages import UnsupportedContentError
 
@@ -318,11 +318,10 @@ def test_context_overflow_drops_oldest_with_warning(tiny_dir: Path) -> None:
 
 def test_memory_vectors_follow_config_and_store(tiny_dir: Path, tmp_path: Path) -> None:
     """A fresh memory computes the configuration's kind of vectors; a store keeps its kind."""
-    demo = SteeringConfig(vectors="demonstration")
-    llm = _llm(tiny_dir, memory=str(tmp_path / "fresh"), steering=demo)
+    llm = _llm(tiny_dir, memory=str(tmp_path / "fresh"), vector_kind="demonstration")
     assert llm.get_memory().layout.vectors == "demonstration"
     Memory(llm.load(), TrajectoryStore(tmp_path / "old"))  # binds a contrast store
-    old = _llm(tiny_dir, memory=str(tmp_path / "old"), steering=demo)
+    old = _llm(tiny_dir, memory=str(tmp_path / "old"), vector_kind="demonstration")
     with pytest.warns(UserWarning, match="holds 'contrast' vectors"):
         assert old.get_memory().vectors == "contrast"
 
@@ -382,7 +381,8 @@ def test_steering_only_with_relevant_history(tiny_dir: Path, tmp_path: Path) -> 
     llm = _llm(
         tiny_dir,
         max_tokens=80,
-        steering=SteeringConfig(coefficient=50.0, gate="all", min_similarity=0.3),
+        steering=SteeringConfig(coefficient=50.0, gate="all"),
+        retrieval=RetrievalConfig(min_similarity=0.3),
     )
     memory = Memory(llm.load(), TrajectoryStore(str(tmp_path / "mem")))
     llm.use_memory(memory)
@@ -424,146 +424,6 @@ def test_streaming_matches_invoke(tiny_dir: Path) -> None:
     assert chunks[-1].response_metadata["model_name"] == str(llm.model_name)
 
 
-def _gate_value(turn: Any, tracker: Any) -> float:
-    """The gate of a turn's (first) steering vector at the tracker's position."""
-    from fints_agent.engine import _gate_values
-
-    return _gate_values(turn, tracker)[0]
-
-
-@pytest.mark.parametrize("mode", ["choices", "decisions"])
-def test_steering_gate_modes(mode: str) -> None:
-    """``choices`` steers all but free text; ``decisions`` only the tool name and enum values."""
-    from memory_fixtures import WEATHER_TOOLS
-
-    from fints_agent.calls import CallTracker, render_call, to_tool_specs
-    from fints_agent.engine import PreparedTurn, TurnRequest, _RowTrackers
-
-    specs = to_tool_specs(WEATHER_TOOLS[:1])
-    text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
-    turn = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, True, 0, mode)
-
-    def fresh(prefix: str) -> CallTracker:
-        tracker = CallTracker(specs)
-        tracker.feed(prefix)
-        return tracker
-
-    steered = "".join(
-        text[i] for i in range(len(text)) if _gate_value(turn, fresh(text[:i])) == 1.0
-    )
-    # Fed step by step, the row's tracker gives the same gate as one fed the whole prefix.
-    rows = _RowTrackers([specs])
-    assert [_gate_value(turn, rows.at(0, text[:i])) for i in range(len(text))] == [
-        _gate_value(turn, fresh(text[:i])) for i in range(len(text))
-    ]
-    if mode == "decisions":
-        # The characters of the name and of the enum value, quotes included, nothing else.
-        assert steered == ' "get_weather" "celsius"'
-    else:
-        assert "Oslo" not in steered and "get_weather" in steered and "celsius" in steered
-        assert "<tool_call>" in steered
-    ungated = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, False, 0, mode)
-    no_specs = _RowTrackers([[]])
-    assert all(_gate_value(ungated, no_specs.at(0, text[:i])) == 1.0 for i in range(len(text)))
-
-
-@pytest.mark.parametrize("mode", ["all", "choices", "decisions"])
-def test_tool_scale_steers_the_tool_name_only_so_much(mode: str) -> None:
-    """``tool_steering="contrasted"``: the name is steered by the turn's scale, the rest as is."""
-    from memory_fixtures import WEATHER_TOOLS
-
-    from fints_agent.calls import render_call, to_tool_specs
-    from fints_agent.engine import PreparedTurn, TurnRequest, _RowTrackers
-
-    specs = to_tool_specs(WEATHER_TOOLS[:1])
-    text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
-
-    def gates(scale: float) -> list[float]:
-        turn = PreparedTurn(
-            TurnRequest(messages=[]), "", None, specs, None, {}, True, 0, mode, scale
-        )
-        rows = _RowTrackers([specs])
-        return [_gate_value(turn, rows.at(0, text[:i])) for i in range(len(text))]
-
-    full, scaled = gates(1.0), gates(0.25)
-    at_name = "".join(text[i] for i in range(len(text)) if scaled[i] == 0.25)
-    assert at_name == ' "get_weather"'
-    assert all(f == s for f, s in zip(full, scaled, strict=True) if s != 0.25)
-    assert all(full[i] == 1.0 for i in range(len(text)) if scaled[i] == 0.25)
-    assert "celsius" in "".join(text[i] for i in range(len(text)) if scaled[i] == 1.0)
-
-
-@pytest.mark.parametrize("mode", ["all", "choices", "decisions"])
-def test_value_vector_replaces_the_vector_at_enum_values_only(mode: str) -> None:
-    """With a value vector (``vectors="split"``), enum values get it and not the vector."""
-    from memory_fixtures import WEATHER_TOOLS
-
-    from fints_agent.calls import render_call, to_tool_specs
-    from fints_agent.engine import PreparedTurn, TurnRequest, _gate_values, _RowTrackers
-    from fints_agent.steering import SteeringVector
-
-    value = SteeringVector.zeros("m", layers=[0], sites=("mlp",), d_model=4)
-    specs = to_tool_specs(WEATHER_TOOLS[:1])
-    text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
-
-    def gates(value_vector: SteeringVector | None) -> list[tuple[float, float]]:
-        turn = PreparedTurn(
-            TurnRequest(messages=[]), "", None, specs, None, {}, True, 0, mode, 1.0, value_vector
-        )
-        rows = _RowTrackers([specs])
-        return [_gate_values(turn, rows.at(0, text[:i])) for i in range(len(text))]
-
-    plain, split = gates(None), gates(value)
-    assert all(v == 0.0 for _, v in plain)
-    on_value = "".join(text[i] for i in range(len(text)) if split[i][1] == 1.0)
-    assert on_value == ' "celsius"'
-    assert all(split[i][0] == 0.0 for i in range(len(text)) if split[i][1] == 1.0)
-    # Everywhere else the first channel is what it is without a value vector.
-    assert all(s[0] == p[0] for s, p in zip(split, plain, strict=True) if s[1] == 0.0)
-
-
-def test_contrasted_tool_steering_follows_the_retrieved_trajectories(tmp_path: Path) -> None:
-    """A user whose past calls contrast only units gets the tool name unsteered."""
-    import torch
-    from memory_fixtures import WEATHER_TOOLS, make_memory, user_msg
-
-    from fints_agent.calls import to_tool_specs
-    from fints_agent.config import SteeringConfig
-    from fints_agent.engine import TurnEngine, TurnRequest
-    from fints_agent.steering import SteeringVector
-
-    memory = make_memory(tmp_path / "store", k=3)
-    lay = memory.layout
-    vector = SteeringVector(
-        torch.ones(len(lay.layers), len(lay.sites), lay.d_model),
-        lay.layers,
-        lay.sites,  # type: ignore[arg-type]
-        lay.model_fingerprint,
-    )
-    msg = user_msg("weather in oslo")
-    chosen = {"name": "get_weather", "arguments": {"city": "Oslo", "units": "celsius"}}
-    units = [{"name": "get_weather", "arguments": {"city": "Oslo", "units": "fahrenheit"}}]
-    forecast = [
-        {"name": "get_forecast", "arguments": {"city": "Oslo", "days": 1, "units": "celsius"}}
-    ]
-    memory.record_vector("ann", msg, WEATHER_TOOLS, chosen, vector, units)
-    memory.record_vector("ben", msg, WEATHER_TOOLS, chosen, vector, forecast)
-    specs = to_tool_specs(WEATHER_TOOLS)
-    for gate in ("all", "decisions"):
-        contrasted = SteeringConfig(gate=gate, tool_steering="contrasted")
-        engine = TurnEngine(memory.lm, memory, contrasted)
-        engine.max_context = 4096  # only prepared here, never generated
-        ann = engine.prepare(TurnRequest(msg, specs, tool_choice="any", user_id="ann"))
-        ben = engine.prepare(TurnRequest(msg, specs, tool_choice="any", user_id="ben"))
-        assert (ann.tool_scale, ben.tool_scale) == (0.0, 1.0)
-        assert ann.info["tool_scale"] == 0.0 and ann.vector is not None
-        assert ann.gated  # followed, so that the name can be told apart
-        engine.config = SteeringConfig(gate=gate)  # "always": the name is steered fully
-        assert engine.prepare(TurnRequest(msg, specs, user_id="ann")).tool_scale == 1.0
-    with pytest.raises(ValueError):
-        SteeringConfig(tool_steering="sometimes")  # type: ignore[arg-type]
-
-
 def test_split_memory_steers_values_with_its_value_vector(tiny_dir: Path, tmp_path: Path) -> None:
     """A ``vectors="split"`` memory gives the turn a value vector, scaled by
     ``value_coefficient``; a batch mixing such a row and an unsteered one gives each row the
@@ -572,10 +432,11 @@ def test_split_memory_steers_values_with_its_value_vector(tiny_dir: Path, tmp_pa
     from memory_fixtures import WEATHER_TOOLS, make_memory, user_msg
 
     from fints_agent.calls import to_tool_specs
-    from fints_agent.config import SteeringConfig
-    from fints_agent.engine import TurnEngine, TurnRequest
+    from fints_agent.config import Preset, SteeringConfig
+    from fints_agent.engine import TurnEngine
     from fints_agent.models import load_model
     from fints_agent.steering import SteeringVector
+    from fints_agent.turn import TurnRequest
 
     memory = make_memory(tmp_path / "store", vectors="split", lm=load_model(str(tiny_dir)))
     lay = memory.layout
@@ -588,13 +449,15 @@ def test_split_memory_steers_values_with_its_value_vector(tiny_dir: Path, tmp_pa
     chosen = {"name": "get_weather", "arguments": {"city": "Oslo", "units": "celsius"}}
     memory.record_vector("ann", msg, WEATHER_TOOLS, chosen, const(0.5), value_vector=const(2.0))
     specs = to_tool_specs(WEATHER_TOOLS)
-    cfg = SteeringConfig(gate="all", coefficient=4.0, value_coefficient=1.0, layers=[0, 1])
+    cfg = Preset(
+        steering=SteeringConfig(gate="all", coefficient=4.0, value_coefficient=1.0, layers=[0, 1])
+    )
     engine = TurnEngine(memory.lm, memory, cfg)
     ann = TurnRequest(msg, specs, tool_choice="any", user_id="ann", max_new_tokens=80)
     nobody = TurnRequest(msg, specs, tool_choice="any", user_id="zed", max_new_tokens=80)
     prepared = engine.prepare(ann)
     assert prepared.vector is not None and prepared.value_vector is not None
-    assert prepared.gated  # the value positions must be told apart even with gate "all"
+    assert prepared.gate == "all"  # value positions must be told apart even with gate "all"
     assert prepared.value_vector.layers == (0, 1)
     torch.testing.assert_close(
         prepared.value_vector.tensor, torch.full_like(prepared.vector.tensor, 0.5)
@@ -604,56 +467,11 @@ def test_split_memory_steers_values_with_its_value_vector(tiny_dir: Path, tmp_pa
     alone = [engine.complete_batch([r])[0] for r in (ann, nobody)]
     assert [r.text for r in together] == [r.text for r in alone]
     assert all(r.calls for r in together), [(r.text, r.invalid_calls) for r in together]
-    engine.config = cfg.model_copy(update={"value_coefficient": None})
+    engine.preset = cfg.replace(value_coefficient=None)
     torch.testing.assert_close(
         engine.prepare(ann).value_vector.tensor,  # type: ignore[union-attr]
         torch.full_like(prepared.vector.tensor, 2.0),
     )
-
-
-def test_repeat_scope_follows_free_text_values_incrementally() -> None:
-    """The repetition guard's scope, fed step by step, equals a full re-parse of every prefix."""
-    from memory_fixtures import WEATHER_TOOLS
-
-    from fints_agent.calls import in_free_text_value, render_call, to_tool_specs
-    from fints_agent.engine import PreparedTurn, TurnEngine, TurnRequest, _RowTrackers
-
-    specs = to_tool_specs(WEATHER_TOOLS[:1])
-    text = render_call("get_weather", {"city": "Oslo", "units": "celsius"}, specs[0].parameters)
-    constrained = PreparedTurn(
-        TurnRequest(messages=[]), "", object(), specs, None, {}, False, 0, ""
-    )
-    free = PreparedTurn(TurnRequest(messages=[]), "", None, specs, None, {}, False, 0, "")
-    trackers = _RowTrackers([specs, specs])
-    scope = TurnEngine._repeat_scope(None, [constrained, free], trackers)  # type: ignore[arg-type]
-    got = [scope([text[:i], text[:i]]) for i in range(len(text))]
-    assert [g[0] for g in got] == [in_free_text_value(text[:i], specs) for i in range(len(text))]
-    assert all(g[1] for g in got)  # an unconstrained row is always in scope
-    inside = "".join(text[i] for i in range(len(text)) if got[i][0])
-    assert inside == ' "Oslo"'  # the value, its quotes and the space before it
-
-
-def test_canonical_next_follows_the_tokenizers_spelling() -> None:
-    from fints_agent.engine import canonical_next
-
-    spelling = {
-        "add_review": [1, 2],
-        "add_rating": [1, 3],
-        "search": [4],
-        "a": [5],
-        "add": [1],
-        "add_r": [1, 6],
-    }
-
-    def ids(text: str) -> list[int]:
-        return spelling[text]
-
-    values = ["add_review", "add_rating", "search"]
-    assert canonical_next(("", values), ids) == {1, 4}
-    assert canonical_next(("add", values), ids) == {2, 3}
-    assert canonical_next(("add_r", values), ids) is None  # not a canonical prefix: no rule
-    assert canonical_next(("search", values), ids) is None  # complete: the grammar decides
-    assert canonical_next(("a", values), ids) is None
 
 
 def test_restrict_keeps_allowed_tokens_only_where_possible() -> None:
@@ -672,7 +490,7 @@ def test_restrict_keeps_allowed_tokens_only_where_possible() -> None:
 
 def test_canonical_choices_keeps_calls_valid(tiny_dir: Path) -> None:
     """Sampled calls with canonical tool names and enum values: valid, and every tool used."""
-    llm = _llm(tiny_dir, temperature=1.0, steering=SteeringConfig(canonical_choices=True))
+    llm = _llm(tiny_dir, temperature=1.0, canonical_choices=True)
     schemas = _schemas(llm)
     bound = llm.bind_tools(MIXED_TOOLS, tool_choice="any", max_tokens=100)
     seen: set[str] = set()

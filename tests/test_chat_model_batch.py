@@ -24,11 +24,9 @@ from tiny import SHORT, bounded_tool, saved_tiny_smol
 
 from fints_agent.batching import MicroBatcher
 from fints_agent.chat_model import FintsChatModel
-from fints_agent.config import SteeringConfig
+from fints_agent.config import RetrievalConfig, SteeringConfig
 from fints_agent.engine import TurnEngine
 from fints_agent.messages import UnsupportedContentError
-
-pytest_plugins = ("memory_fixtures",)
 
 WEATHER = bounded_tool(
     "get_weather",
@@ -91,9 +89,14 @@ a forced run must be gated as a row decoded alone is (over the run's single forw
 
 
 def _llm(tiny_dir: Path, memory: Any, gate: str = "all", **kw: Any) -> FintsChatModel:
-    steering = SteeringConfig(gate=gate, coefficient=STEERING[gate], min_similarity=0.0)  # type: ignore[arg-type]
+    steering = SteeringConfig(gate=gate, coefficient=STEERING[gate])  # type: ignore[arg-type]
     kw.setdefault("max_tokens", 80)
-    return FintsChatModel(model=str(tiny_dir), steering=steering, **kw).use_memory(memory)
+    return FintsChatModel(
+        model=str(tiny_dir),
+        steering=steering,
+        retrieval=RetrievalConfig(min_similarity=0.0),
+        **kw,
+    ).use_memory(memory)
 
 
 def _config(i: int, user: str | None) -> dict[str, Any]:

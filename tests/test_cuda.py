@@ -20,11 +20,12 @@ import torch
 from tiny import SHORT, bounded_tool, has_smollm2_tokenizer, random_llama, smollm2_tokenizer
 
 from fints_agent.calls import to_tool_specs
-from fints_agent.config import SteeringConfig
-from fints_agent.engine import TurnEngine, TurnRequest
+from fints_agent.config import Preset
+from fints_agent.engine import TurnEngine
 from fints_agent.models import LoadedModel, wrap_model
 from fints_agent.steering import SteeringVector
 from fints_agent.steering.capture import capture_answer_means
+from fints_agent.turn import TurnRequest
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 
@@ -105,8 +106,8 @@ def _requests(steered: bool) -> list[TurnRequest]:
 
 
 def _engine(lm: LoadedModel, **config: Any) -> TurnEngine:
-    cfg = SteeringConfig(coefficient=4.0, **config)
-    return TurnEngine(lm, _FixedMemory(_vector(lm)), cfg)  # type: ignore[arg-type]
+    preset = Preset().replace(coefficient=4.0, **config)
+    return TurnEngine(lm, _FixedMemory(_vector(lm)), preset)  # type: ignore[arg-type]
 
 
 def _calls(results: Sequence[Any]) -> list[list[tuple[str, Any]]]:

@@ -49,10 +49,11 @@ def test_bad_budgets_are_refused(budget: int | list[int]) -> None:
 
 
 def test_batched_turns_keep_their_own_budgets() -> None:
-    from fints_agent.config import SteeringConfig
-    from fints_agent.engine import TurnEngine, TurnRequest
+    from fints_agent.config import Preset
+    from fints_agent.engine import TurnEngine
+    from fints_agent.turn import TurnRequest
 
-    engine = TurnEngine(tiny_lm("llama"), None, SteeringConfig())
+    engine = TurnEngine(tiny_lm("llama"), None, Preset())
     requests = [
         TurnRequest(messages=[{"role": "user", "content": p}], max_new_tokens=b, no_repeat_ngram=0)
         for p, b in zip(PROMPTS, [3, 9, 5], strict=True)

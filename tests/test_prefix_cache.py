@@ -6,7 +6,7 @@ import threading
 
 import pytest
 import torch
-from tiny import FAMILIES, tiny_lm
+from tiny import FAMILIES, generate_text, tiny_lm
 
 from fints_agent.prefix_cache import PastBatch, PrefixCache, common_prefix
 from fints_agent.steering import capture_answer_means, find_sites
@@ -190,7 +190,7 @@ def test_past_batch_right_aligns_prefixes(fresh_cache) -> None:
 def test_decode_from_cached_prefixes_equals_whole_prompts(steer_prompt: bool, fresh_cache) -> None:
     """Rows continued from cached prefixes (one of them steered) generate what whole prompts
     do; with ``steer_prompt`` the steered row encodes its whole prompt."""
-    from fints_agent.decoding import DecodeStats, generate_text
+    from fints_agent.decoding import DecodeStats, Steering
     from fints_agent.steering import SteeringVector
 
     lm = tiny_lm("llama")
@@ -201,9 +201,7 @@ def test_decode_from_cached_prefixes_equals_whole_prompts(steer_prompt: bool, fr
     kwargs = dict(
         max_new_tokens=12,
         stop_at_eos=False,
-        vectors=[None, vector, None],
-        coefficients=0.5,
-        steer_prompt=steer_prompt,
+        steering=Steering([None, vector, None], 0.5, steer_prompt),
     )
     whole = generate_text(lm, PROMPTS, **kwargs)
     for _ in range(2):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import cache
 from typing import Any
 
@@ -199,3 +199,13 @@ def saved_tiny_smol(tmp_path_factory: Any, name: str) -> Iterator[Any]:
     torch.set_num_threads(1)
     yield out
     torch.set_num_threads(threads)
+
+
+def generate_text(lm: Any, prompts: Sequence[str], **kwargs: Any) -> list[str]:
+    """Run :func:`fints_agent.decoding.decode` to the end and return each row's text."""
+    from fints_agent.decoding import decode
+
+    texts = [""] * len(prompts)
+    for step in decode(lm, prompts, **kwargs):
+        texts = [t + d for t, d in zip(texts, step.text_delta, strict=True)]
+    return texts

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from fints_agent.config import SteeringConfig
+    from fints_agent.config import Preset
     from fints_agent.eval.cli import set_threads
     from fints_agent.eval.dataset import group_by_user, load_records
     from fints_agent.eval.personal import (
@@ -229,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     records = load_records(args.data)
     threads = set_threads(args.threads)
     lm = load_model(args.model)
-    config = SteeringConfig.for_model(lm.fingerprint)
-    tuned = SteeringConfig.source_for(lm.fingerprint) != "default"
+    config = Preset.for_model(lm.fingerprint)
+    tuned = Preset.source_for(lm.fingerprint) != "default"
     _log(f"model {lm.name} ({lm.fingerprint}), {threads} threads, tuned config: {tuned}")
     rows_dir = args.out_dir / "results"
     rows_dir.mkdir(parents=True, exist_ok=True)
@@ -238,12 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     summaries: list[dict[str, Any]] = []
     rows_by_label: dict[str, list[dict[str, Any]]] = {}
     changed_rows: dict[str, list[dict[str, Any]]] = {}
-    if config.recency_half_life is None:
-        recency_cfg = config.model_copy(update={"recency_half_life": args.recency_half_life})
+    if config.retrieval.recency_half_life is None:
+        recency_cfg = config.replace(recency_half_life=args.recency_half_life)
         suffix = " + recency"
         recency_label = "steer + recency"
     else:
-        recency_cfg = config.model_copy(update={"recency_half_life": None})
+        recency_cfg = config.replace(recency_half_life=None)
         suffix = ", no recency"
         recency_label = "steer"
     changed_users = sorted(
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     picked = select_test_records(group_by_user(records), args.limit)
     users = set(picked)
     answered = [r for r in records if r.user_id in users]
-    with history_memory(lm, answered, store=args.store, options={"vectors": config.vectors}) as (
+    options = {"vectors": config.vector_kind}
+    with history_memory(lm, answered, store=args.store, options=options) as (
         memory,
         ingest_s,
     ):

@@ -35,13 +35,14 @@ import torch
 from tqdm import tqdm
 
 from fints_agent.calls import example_value, render_call, to_tool_specs
-from fints_agent.config import SteeringConfig
-from fints_agent.engine import TurnEngine, TurnRequest
+from fints_agent.config import Preset
+from fints_agent.engine import TurnEngine
 from fints_agent.eval.dataset import load_records
 from fints_agent.eval.personal import history_memory, machine_info
 from fints_agent.eval.tune import layer_bands, tuning_split
 from fints_agent.models import load_model
 from fints_agent.steering import SteeringVector, steer
+from fints_agent.turn import TurnRequest
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / "examples" / "data" / "personal_webapi.jsonl"
 
@@ -267,7 +268,7 @@ def attach_demo_vectors(
     where = None if store is None else store.with_name(store.name + "_demonstration")
     options = {"vectors": "demonstration"}
     with history_memory(lm, ingest, store=where, options=options) as (memory, _):
-        engine = TurnEngine(lm, memory, SteeringConfig.for_model(lm.fingerprint))
+        engine = TurnEngine(lm, memory, Preset.for_model(lm.fingerprint))
         demo = decisions(lm, engine, dev)
     if [(d.ids, d.gold) for d in demo] != [(i.ids, i.gold) for i in items]:
         raise RuntimeError("the demonstration memory steers other turns than the contrast one")
@@ -304,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown bands {unknown}; use {sorted(bands)}")
     options = {"skip_shared_prefix": True, "skip_shared_suffix": True} if args.span else None
     with history_memory(lm, ingest, store=args.store, options=options) as (memory, _):
-        engine = TurnEngine(lm, memory, SteeringConfig.for_model(lm.fingerprint))
+        engine = TurnEngine(lm, memory, Preset.for_model(lm.fingerprint))
         items = decisions(lm, engine, dev)
         if args.key_vectors:
             attach_key_vectors(lm, memory, items)

@@ -60,16 +60,16 @@ def _print(result: Any, out: str | None = None) -> None:
 
 
 def _config(args: argparse.Namespace, fingerprint: str) -> Any:
-    from fints_agent.config import SteeringConfig
+    from fints_agent.config import Preset
 
     if getattr(args, "config", None):
-        cfg = SteeringConfig.model_validate_json(Path(args.config).read_text())
+        cfg = Preset.model_validate(json.loads(Path(args.config).read_text()))
     else:
-        cfg = SteeringConfig.for_model(fingerprint)
+        cfg = Preset.for_model(fingerprint)
     if getattr(args, "recency_half_life", None) is not None:
-        cfg = cfg.model_copy(update={"recency_half_life": args.recency_half_life})
+        cfg = cfg.replace(recency_half_life=args.recency_half_life)
     if getattr(args, "vectors", None) is not None:
-        cfg = cfg.model_copy(update={"vectors": args.vectors})
+        cfg = cfg.replace(vector_kind=args.vectors)
     return cfg
 
 
@@ -368,7 +368,7 @@ def add_eval_commands(subparsers: Any) -> None:
         help="also run zero-shot and rag on the same turns and memory, as rows of the table "
         "(with --json: a list of summaries)",
     )
-    personal.add_argument("--config", type=_existing_file, default=None, help="SteeringConfig JSON")
+    personal.add_argument("--config", type=_existing_file, default=None, help="preset JSON (fints_agent.config.Preset)")
     personal.add_argument(
         "--recency-half-life",
         type=_positive_float,
@@ -408,7 +408,7 @@ def add_eval_commands(subparsers: Any) -> None:
     bfcl.add_argument("--limit", type=_positive_int, default=None, help="first N cases")
     bfcl.add_argument("--steer-from-user", default=None, help="user of --data whose memory steers")
     bfcl.add_argument("--data", type=_existing_file, default=None, help="personalized dataset")
-    bfcl.add_argument("--config", type=_existing_file, default=None, help="SteeringConfig JSON")
+    bfcl.add_argument("--config", type=_existing_file, default=None, help="preset JSON (fints_agent.config.Preset)")
     bfcl.add_argument(
         "--embedder", default="minilm", choices=("minilm", "lm"), help="retrieval embedder"
     )
@@ -421,7 +421,7 @@ def add_eval_commands(subparsers: Any) -> None:
         help="tune the steering configuration on history records",
         description="Coordinate search over layers, sites, coefficient, gate, steer_prompt, k "
         "and temperature on a dev split of the HISTORY records (test records are never read); "
-        "saves the best as the model's default SteeringConfig. The recorded history is kept in "
+        "saves the best as the model's preset. The recorded history is kept in "
         "the user cache (or --store) and reused by later runs on the same records, model and "
         "vector settings; --fresh records it again.",
     )

@@ -50,8 +50,9 @@ from fints_agent.eval.dataset import PersonalRecord, UserRecords, group_by_user
 from fints_agent.eval.scoring import CallScore, score_call, summarize, values_equal
 
 if TYPE_CHECKING:
-    from fints_agent.config import SteeringConfig
-    from fints_agent.engine import TurnEngine, TurnRequest, TurnResult
+    from fints_agent.config import Preset
+    from fints_agent.engine import TurnEngine
+    from fints_agent.turn import TurnRequest, TurnResult
     from fints_agent.memory import Embedder, Memory
     from fints_agent.models import LoadedModel
 
@@ -751,7 +752,7 @@ def _request(
     record: PersonalRecord, personalization: str, max_new_tokens: int, copy_strings: bool = False
 ) -> TurnRequest:
     from fints_agent.calls import to_tool_specs
-    from fints_agent.engine import TurnRequest
+    from fints_agent.turn import TurnRequest
 
     return TurnRequest(
         messages=[m.model_dump() for m in record.messages],
@@ -1015,7 +1016,7 @@ def run_personal(
     records: Sequence[PersonalRecord],
     method: str,
     *,
-    config: SteeringConfig | None = None,
+    config: Preset | None = None,
     k: int | None = None,
     online: bool = False,
     limit: int | None = None,
@@ -1036,7 +1037,7 @@ def run_personal(
             ``memory`` is given).
         records: All records (history and test).
         method: One of :data:`METHODS`.
-        config: Steering configuration (default: the model's saved one).
+        config: Retrieval, steering and decoding options (default: the model's preset).
         k: Trajectories retrieved per turn (default: the configuration's).
         online: Record each test turn's gold call as feedback after answering it.
         limit: Answer at most this many test turns (spread over users).
@@ -1075,10 +1076,10 @@ def run_personal(
     if lm is None and (method != "knn" or memory is None):
         raise ValueError(f"method {method!r} needs a model")
     if lm is not None and config is None:
-        from fints_agent.config import SteeringConfig
+        from fints_agent.config import Preset
 
-        config = SteeringConfig.for_model(lm.fingerprint)
-    vectors = config.vectors if config is not None else "contrast"
+        config = Preset.for_model(lm.fingerprint)
+    vectors = config.vector_kind if config is not None else "contrast"
     users = set(picked)  # users are isolated: only those answered need their history
     answered = [r for r in records if r.user_id in users]
     with _memory_scope(
@@ -1141,7 +1142,7 @@ def _answer_all(
     picked: Mapping[str, list[PersonalRecord]],
     method: str,
     memory: Memory | None,
-    config: SteeringConfig | None,
+    config: Preset | None,
     k: int | None,
     online: bool,
     batch_size: int,
@@ -1160,7 +1161,7 @@ def _answer_all(
         assert lm is not None and config is not None  # run_personal resolves it
         cfg = config
         if k is not None:
-            cfg = cfg.model_copy(update={"k": k})
+            cfg = cfg.replace(k=k)
         engine = (engine_factory or TurnEngine)(lm, memory, cfg)
         config = cfg
     if online and memory is None:
@@ -1210,7 +1211,7 @@ def _answer_all(
             "batch_size": batch_size if method != "knn" else 1,
             "online": online,
             "copy_strings": copy_strings if method != "knn" else None,
-            "k": config.k if config is not None else 1,
+            "k": config.retrieval.k if config is not None else 1,
             "eval_seconds": round(elapsed, 1),
             "turns_per_second": round(total / elapsed, 3) if elapsed > 0 else None,
             "users": len(picked),

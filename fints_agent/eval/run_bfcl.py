@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from fints_agent.eval.bfcl import BfclCase, evaluate_bfcl, load_bfcl
 
 if TYPE_CHECKING:
-    from fints_agent.config import SteeringConfig
-    from fints_agent.engine import TurnEngine, TurnRequest, TurnResult
+    from fints_agent.config import Preset
+    from fints_agent.engine import TurnEngine
+    from fints_agent.turn import TurnRequest, TurnResult
     from fints_agent.eval.dataset import PersonalRecord
     from fints_agent.memory import Embedder
     from fints_agent.models import LoadedModel
@@ -110,7 +111,7 @@ def bfcl_request(case: BfclCase, *, steer: bool = False) -> TurnRequest:
         token budget still counts as a call (an irrelevance case is then wrong).
     """
     from fints_agent.calls import to_tool_specs
-    from fints_agent.engine import TurnRequest
+    from fints_agent.turn import TurnRequest
 
     irrelevance = "irrelevance" in case.category
     parallel = "parallel" in case.category
@@ -203,7 +204,7 @@ def run_bfcl(
     *,
     limit: int | None = None,
     batch_size: int = 8,
-    config: SteeringConfig | None = None,
+    config: Preset | None = None,
     progress: bool = True,
     keep_results: bool = False,
 ) -> dict[str, Any]:
@@ -214,7 +215,7 @@ def run_bfcl(
         category: A single-turn AST category (see :data:`fints_agent.eval.bfcl.AST_CATEGORIES`).
         limit: Evaluate the first ``limit`` cases.
         batch_size: Cases per padded batch.
-        config: Steering configuration (unused unsteered; kept for the engine).
+        config: Options (the steering part is unused unsteered).
         progress: Show a progress bar.
         keep_results: Keep per-case results in the report.
 
@@ -298,7 +299,7 @@ def run_bfcl_no_harm(
     *,
     limit: int | None = None,
     batch_size: int = 8,
-    config: SteeringConfig | None = None,
+    config: Preset | None = None,
     embedder: str | Embedder = "minilm",
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -311,7 +312,7 @@ def run_bfcl_no_harm(
         user_id: The user whose memory steers.
         limit: Evaluate the first ``limit`` cases.
         batch_size: Cases per padded batch.
-        config: Steering configuration (default: the model's saved one).
+        config: Retrieval, steering and decoding options (default: the model's preset).
         embedder: Retrieval embedder of the temporary memory.
         progress: Show progress bars.
 
@@ -320,12 +321,12 @@ def run_bfcl_no_harm(
         "no_harm" (steered at most ``tolerance`` below unsteered), "within_tolerance"
         (``|delta| <= tolerance``), "tolerance", "steer_user", "trajectories", "config", ...}``.
     """
-    from fints_agent.config import SteeringConfig
+    from fints_agent.config import Preset
     from fints_agent.engine import TurnEngine
 
-    cfg = config or SteeringConfig.for_model(lm.fingerprint)
+    cfg = config or Preset.for_model(lm.fingerprint)
     vector, value_vector, n_traj = user_mean_vector(
-        lm, records, user_id, embedder=embedder, progress=progress, vectors=cfg.vectors
+        lm, records, user_id, embedder=embedder, progress=progress, vectors=cfg.vector_kind
     )
     cases = load_bfcl(category, limit)
     began = time.perf_counter()

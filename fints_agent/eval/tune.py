@@ -13,14 +13,13 @@ at a time, keeping the best so far:
 4. sites (attention, MLP, both), 5. coefficient again around the best, 6. gate (``all``,
 ``choices`` or ``decisions``), 7. canonical tool names and enum values, alone and with the
 ``decisions`` gate at stronger coefficients, 8. the scale of the demonstration vector at
-argument values (``vectors="split"`` only), 9. tool steering (always, or only as far as the
-retrieved trajectories contrast the tool), 10. top-k, 11. softmax temperature, 12. similarity
-threshold below which a past trajectory is not used, 13. recency half-life.
+argument values (``vector_kind="split"`` only), 9. top-k, 10. softmax temperature, 11. similarity
+threshold below which a past trajectory is not used, 12. recency half-life.
 
 The objective is ``steer.function_acc + steer.call_acc + rag+steer.call_acc`` on the dev set.
 Test records are never read: they are dropped before anything else happens (checked).
 The search stops when the time budget would be exceeded; the best configuration is saved as
-the model's default (:meth:`SteeringConfig.save_for`).
+the model's preset (:meth:`Preset.save_for`).
 
 Example:
     >>> result = tune(load_model(), load_records(path), budget_minutes=25)
@@ -45,7 +44,7 @@ from fints_agent.eval.personal import (
 )
 
 if TYPE_CHECKING:
-    from fints_agent.config import SteeringConfig
+    from fints_agent.config import Preset
     from fints_agent.engine import TurnEngine
     from fints_agent.memory import Embedder
     from fints_agent.models import LoadedModel
@@ -162,54 +161,51 @@ def objective(results: dict[str, dict[str, Any]]) -> float:
     )
 
 
-def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], list[dict]]]]:
+def search_steps(num_layers: int) -> list[tuple[str, Callable[[Preset], list[dict]]]]:
     """The coordinate-search steps: a name and, from the best config, the updates to try."""
     bands = layer_bands(num_layers)
 
-    def coefficient(_: SteeringConfig) -> list[dict[str, Any]]:
+    def coefficient(_: Preset) -> list[dict[str, Any]]:
         return [{"coefficient": c} for c in (1.0, 2.0, 4.0, 6.0)]
 
-    def layers(_: SteeringConfig) -> list[dict[str, Any]]:
+    def layers(_: Preset) -> list[dict[str, Any]]:
         return [{"layers": band} for band in bands.values()]
 
-    def sites(_: SteeringConfig) -> list[dict[str, Any]]:
+    def sites(_: Preset) -> list[dict[str, Any]]:
         return [{"sites": s} for s in (["attn"], ["mlp"], ["attn", "mlp"])]
 
-    def refine(cfg: SteeringConfig) -> list[dict[str, Any]]:
-        c = cfg.coefficient
+    def refine(cfg: Preset) -> list[dict[str, Any]]:
+        c = cfg.steering.coefficient
         return [{"coefficient": round(x, 3)} for x in (c * 0.75, c, c * 1.5)]
 
-    def gate(_: SteeringConfig) -> list[dict[str, Any]]:
+    def gate(_: Preset) -> list[dict[str, Any]]:
         return [{"gate": g} for g in ("choices", "all", "decisions")]
 
-    def decisions(_: SteeringConfig) -> list[dict[str, Any]]:
+    def decisions(_: Preset) -> list[dict[str, Any]]:
         # Steering only the deciding tokens, spelled canonically, tolerates stronger coefficients.
         return [{"canonical_choices": True}] + [
             {"gate": "decisions", "canonical_choices": True, "coefficient": c}
             for c in (2.0, 4.0, 6.0)
         ]
 
-    def value_coefficient(cfg: SteeringConfig) -> list[dict[str, Any]]:
-        if cfg.vectors != "split":
+    def value_coefficient(cfg: Preset) -> list[dict[str, Any]]:
+        if cfg.vector_kind != "split":
             return []
         return [{"value_coefficient": v} for v in (0.25, 0.5, 1.0, 2.0)]
 
-    def tool_steering(_: SteeringConfig) -> list[dict[str, Any]]:
-        return [{"tool_steering": t} for t in ("always", "contrasted")]
-
-    def steer_prompt(_: SteeringConfig) -> list[dict[str, Any]]:
+    def steer_prompt(_: Preset) -> list[dict[str, Any]]:
         return [{"steer_prompt": b} for b in (True, False)]
 
-    def top_k(_: SteeringConfig) -> list[dict[str, Any]]:
+    def top_k(_: Preset) -> list[dict[str, Any]]:
         return [{"k": k} for k in (3, 5, 8)]
 
-    def temperature(_: SteeringConfig) -> list[dict[str, Any]]:
-        return [{"temperature": t} for t in (0.05, 0.1, 0.3)]
+    def temperature(_: Preset) -> list[dict[str, Any]]:
+        return [{"softmax_temperature": t} for t in (0.05, 0.1, 0.3)]
 
-    def min_similarity(_: SteeringConfig) -> list[dict[str, Any]]:
+    def min_similarity(_: Preset) -> list[dict[str, Any]]:
         return [{"min_similarity": m} for m in (0.2, 0.35, 0.5)]
 
-    def recency(_: SteeringConfig) -> list[dict[str, Any]]:
+    def recency(_: Preset) -> list[dict[str, Any]]:
         return [{"recency_half_life": h} for h in (None, 8.0)]
 
     return [
@@ -221,15 +217,14 @@ def search_steps(num_layers: int) -> list[tuple[str, Callable[[SteeringConfig], 
         ("gate", gate),
         ("decisions", decisions),
         ("value_coefficient", value_coefficient),
-        ("tool_steering", tool_steering),
         ("k", top_k),
-        ("temperature", temperature),
+        ("softmax_temperature", temperature),
         ("min_similarity", min_similarity),
         ("recency_half_life", recency),
     ]
 
 
-def _key(cfg: SteeringConfig) -> str:
+def _key(cfg: Preset) -> str:
     return json.dumps(cfg.model_dump(), sort_keys=True)
 
 
@@ -273,7 +268,7 @@ def tune(
     batch_size: int = 8,
     max_new_tokens: int = 96,
     copy_strings: bool = False,
-    start: SteeringConfig | None = None,
+    start: Preset | None = None,
     methods: Sequence[str] = TUNED_METHODS,
     embedder: str | Embedder = "minilm",
     save: bool = True,
@@ -325,7 +320,7 @@ def tune(
     """
     import sys
 
-    from fints_agent.config import SteeringConfig
+    from fints_agent.config import Preset
     from fints_agent.engine import TurnEngine
 
     began = time.perf_counter()
@@ -335,7 +330,7 @@ def tune(
     ingest, dev = tuning_split(history, dev_per_user, chosen_users)
     if not dev:
         raise ValueError("no dev records: every user needs at least 3 history records")
-    base = start or SteeringConfig.for_model(lm.fingerprint)
+    base = start or Preset.for_model(lm.fingerprint)
     num_layers = lm.num_layers
     plan = search_steps(num_layers)
     if steps is not None:
@@ -358,7 +353,7 @@ def tune(
         fresh=fresh,
         embedder=embedder,
         progress=progress,
-        options={"vectors": base.vectors},
+        options={"vectors": base.vector_kind},
     ) as kept:
         memory, ingest_s, recorded = kept.memory, kept.seconds, kept.recorded
         how = f"reused {kept.location}" if kept.reused else f"in {ingest_s:.0f}s"
@@ -371,29 +366,30 @@ def tune(
         log(f"tune: baselines {baseline} in {time.perf_counter() - t0:.0f}s")
         per_candidate = (time.perf_counter() - t0) * len(methods) / 2
 
-        def run(cfg: SteeringConfig, step: str) -> dict[str, Any] | None:
+        def run(cfg: Preset, step: str) -> dict[str, Any] | None:
             nonlocal per_candidate
             key = _key(cfg)
             if key in seen:
                 return seen[key]
             if time.perf_counter() - began + per_candidate > budget_s:
                 return None
-            engine.config = cfg
+            engine.preset = cfg
             t = time.perf_counter()
             results = _evaluate(engine, dev, methods, batch_size, max_new_tokens, copy_strings)
             seconds = time.perf_counter() - t
             per_candidate = 0.5 * per_candidate + 0.5 * seconds
+            steering, retrieval = cfg.steering, cfg.retrieval
             row = {
                 "step": step,
-                "layers": _band_name(cfg.layers, num_layers),
-                "sites": "+".join(cfg.sites),
-                "coefficient": cfg.coefficient,
-                "value_coefficient": cfg.value_coefficient,
-                "gate": cfg.gate,
-                "steer_prompt": cfg.steer_prompt,
-                "k": cfg.k,
-                "temperature": cfg.temperature,
-                "recency_half_life": cfg.recency_half_life,
+                "layers": _band_name(steering.layers, num_layers),
+                "sites": "+".join(steering.sites),
+                "coefficient": steering.coefficient,
+                "value_coefficient": steering.value_coefficient,
+                "gate": steering.gate,
+                "steer_prompt": steering.steer_prompt,
+                "k": retrieval.k,
+                "softmax_temperature": retrieval.softmax_temperature,
+                "recency_half_life": retrieval.recency_half_life,
                 **{m: results[m] for m in methods},
                 "score": round(objective(results), 4),
                 "seconds": round(seconds, 1),
@@ -410,7 +406,7 @@ def tune(
             if stopped:
                 break
             for update in candidates(best):
-                cfg = best.model_copy(update=update)
+                cfg = best.replace(**update)
                 row = run(cfg, step)
                 if row is None:
                     stopped = True
