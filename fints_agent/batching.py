@@ -1,4 +1,5 @@
-"""Micro-batching: concurrent submissions to one batch function, grouped into batches.
+"""Micro-batching: concurrent submissions to one batch function, grouped into batches; and
+how the chat model's turns share them (:func:`turn_batch_key`, :func:`complete_turns`).
 
 A :class:`MicroBatcher` collects items submitted from any number of threads and event loops and
 hands them to its batch function in groups. Items with equal keys (that may share a batch) are
@@ -22,16 +23,28 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-__all__ = ["BatchFunction", "Cohort", "MicroBatcher"]
+if TYPE_CHECKING:
+    from fints_agent.engine import TurnEngine
+    from fints_agent.turn import TurnRequest, TurnResult
+
+__all__ = [
+    "BatchFunction",
+    "Cohort",
+    "MicroBatcher",
+    "complete_turns",
+    "iterate_in_thread",
+    "turn_batch_key",
+]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -228,3 +241,98 @@ class _Entry:
 
 
 _MEMBER: ContextVar[_Member | None] = ContextVar("fints_batch_member", default=None)
+
+
+# -- turns of the chat model -------------------------------------------------------------
+def turn_batch_key(engine: TurnEngine, req: TurnRequest) -> Hashable:
+    """Turns with equal keys may share a padded batch: the same model, memory and steering
+    configuration, and the decode settings a batch shares (temperature, no-repeat size).
+
+    A turn with stop sequences, or sampled with a seed, gets a key of its own: it is decoded
+    alone, as :meth:`FintsChatModel.invoke` decodes it (a batch samples its rows from one
+    random stream). Sampled turns without a seed share batches.
+    """
+    if req.stop or (req.temperature > 0 and req.seed is not None):
+        return object()
+    return (
+        id(engine),
+        id(engine.memory),
+        req.temperature,
+        req.no_repeat_ngram,
+    )
+
+
+def complete_turns(
+    turns: list[tuple[TurnEngine, TurnRequest]],
+) -> list[TurnResult | BaseException]:
+    """Decode turns of one batch key together (the micro-batcher's batch function).
+
+    A turn whose input fails before generation (a prompt longer than the context window, say)
+    gets its own error; the others are decoded without it.
+    """
+    engine = turns[0][0]  # equal keys: the same model, memory and configuration
+    requests = [req for _, req in turns]
+    try:
+        return list(engine.complete_batch(requests))
+    except Exception:
+        if len(requests) == 1:
+            raise
+        errors: dict[int, Exception] = {}
+        for i, req in enumerate(requests):
+            try:
+                engine.prepare(req)
+            except Exception as exc:
+                errors[i] = exc
+        if not errors:
+            raise
+        good = iter(engine.complete_batch([r for i, r in enumerate(requests) if i not in errors]))
+        return [errors[i] if i in errors else next(good) for i in range(len(requests))]
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """Run a blocking iterator on a thread of its own and yield its items on the running event
+    loop (through an ``asyncio.Queue``), so that decoding never blocks the loop.
+
+    The thread runs in a copy of the caller's context. Leaving the iteration early stops the
+    iterator after the item it is computing (closing it, which releases the model).
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+    stop = threading.Event()
+    end = object()
+
+    def put(ok: bool, value: Any) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, (ok, value))
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            stop.set()
+
+    def produce() -> None:
+        iterator = make()
+        try:
+            for item in iterator:
+                put(True, item)
+                if stop.is_set():
+                    break
+        except BaseException as exc:
+            put(False, exc)
+        else:
+            put(False, end)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(produce,), name="fints-stream", daemon=True).start()
+    try:
+        while True:
+            ok, value = await queue.get()
+            if ok:
+                yield value
+            elif value is end:
+                return
+            else:
+                raise value
+    finally:
+        stop.set()

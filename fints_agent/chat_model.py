@@ -21,13 +21,11 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
 import threading
 import warnings
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -41,39 +39,42 @@ from langchain_core.messages import (
     MessageLikeRepresentation,
     convert_to_messages,
 )
-from langchain_core.messages.tool import (
-    invalid_tool_call,
-    tool_call,
-    tool_call_chunk,
-)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import (
-    ContextThreadPoolExecutor,
-    ensure_config,
-    get_config_list,
-)
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr
 
-from fints_agent.batching import Cohort, MicroBatcher
+from fints_agent.batch_calls import in_cohorts, run_abatch, run_batch
+from fints_agent.batching import (
+    Cohort,
+    MicroBatcher,
+    complete_turns,
+    iterate_in_thread,
+    turn_batch_key,
+)
 from fints_agent.calls import (
-    CALL_OPEN,
-    ToolSchemaError,
-    ToolSpec,
     resolve_tool_choice,
+    text_before_calls,
     to_tool_specs,
+    unique_specs,
 )
 from fints_agent.config import Preset, RetrievalConfig, SteeringConfig, VectorKind
 from fints_agent.engine import TurnEngine
-from fints_agent.messages import dumps_args, feedback_chat, to_chat_dicts
+from fints_agent.messages import (
+    ai_message,
+    call_dict,
+    feedback_chat,
+    last_chunk,
+    to_chat_dicts,
+)
 from fints_agent.models import DEFAULT_MODEL, LoadedModel, cache_dir, load_model
 from fints_agent.turn import Personalization, TurnRequest, TurnResult
+from fints_agent.user_ids import resolve_user_id, with_user_id
 
 if TYPE_CHECKING:
     from fints_agent.memory import Memory
 
-__all__ = ["FintsChatModel", "resolve_user_id"]
+__all__ = ["FintsChatModel"]
 
 _memories: dict[tuple[str, str], Any] = {}
 _memories_lock = threading.Lock()
@@ -85,33 +86,6 @@ _T = TypeVar("_T")
 def default_memory_location() -> str:
     """Where the trajectory memory lives when none is given (under the user cache)."""
     return str(cache_dir() / "memory")
-
-
-def resolve_user_id(
-    explicit: str | None,
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-    field_value: str | None,
-) -> str | None:
-    """The user id of a call, in order: kwarg, runnable config, run metadata, model field.
-
-    The runnable config is read through LangGraph's ``get_config()`` (``configurable.user_id``),
-    which sees the config of the graph or agent the model runs in.
-    """
-    if explicit:
-        return explicit
-    try:
-        from langgraph.config import get_config
-
-        configurable = get_config().get("configurable", {})
-        if configurable.get("user_id"):
-            return str(configurable["user_id"])
-    except (ImportError, RuntimeError):
-        pass
-    if run_manager is not None:
-        metadata = getattr(run_manager, "metadata", None) or {}
-        if metadata.get("user_id"):
-            return str(metadata["user_id"])
-    return field_value
 
 
 class FintsChatModel(BaseChatModel):
@@ -338,7 +312,7 @@ class FintsChatModel(BaseChatModel):
             fints_agent.calls.ToolSchemaError: A malformed tool schema, or a tool_choice naming
                 a tool that is not bound.
         """
-        specs = _unique_specs(tools)
+        specs = unique_specs(tools)
         resolve_tool_choice(tool_choice, specs)  # fails now on an unknown tool name
         return self.bind(tools=[s.to_openai() for s in specs], tool_choice=tool_choice, **kwargs)
 
@@ -415,68 +389,9 @@ class FintsChatModel(BaseChatModel):
         Raises:
             ValueError: An unknown ``method``, or an unknown keyword argument.
         """
-        from langchain_core.output_parsers import JsonOutputParser, PydanticOutputParser
-        from langchain_core.output_parsers.openai_tools import (
-            JsonOutputKeyToolsParser,
-            PydanticToolsParser,
-        )
-        from langchain_core.runnables import RunnableLambda, RunnableMap, RunnablePassthrough
-        from langchain_core.utils.function_calling import convert_to_openai_tool
-        from langchain_core.utils.pydantic import is_basemodel_subclass
+        from fints_agent.structured import structured_output
 
-        kwargs.pop("strict", None)
-        if kwargs:
-            raise ValueError(f"Received unsupported arguments {kwargs}")
-        is_model = isinstance(schema, type) and is_basemodel_subclass(schema)
-        parser: Runnable[Any, Any]
-        if method == "function_calling":
-            tool = convert_to_openai_tool(schema)
-            name = tool["function"]["name"]
-            llm = self.bind_tools(
-                [cast(Any, schema)],
-                tool_choice=name,
-                ls_structured_output_format={
-                    "kwargs": {"method": method},
-                    "schema": tool,
-                },
-            )
-            if is_model:
-                parser = PydanticToolsParser(tools=[schema], first_tool_only=True)  # type: ignore[list-item]
-            else:
-                parser = JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
-        elif method in ("json_schema", "json_mode"):
-            json_schema = convert_to_openai_tool(schema)["function"]
-            response_format: dict[str, Any] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": json_schema["name"],
-                    "schema": json_schema.get("parameters", {}),
-                },
-            }
-            llm = self.bind(
-                response_format=response_format,
-                ls_structured_output_format={
-                    "kwargs": {"method": method},
-                    "schema": schema,
-                },
-            )
-            parser = (
-                PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
-                if is_model
-                else JsonOutputParser()
-            )
-        else:
-            raise ValueError(
-                f"method {method!r}: expected 'function_calling', 'json_schema' or 'json_mode'"
-            )
-        checked = RunnableLambda(_complete_answer, name="complete_answer") | parser
-        if not include_raw:
-            return llm | checked
-        parsed = RunnablePassthrough.assign(
-            parsed=itemgetter("raw") | checked, parsing_error=lambda _: None
-        )
-        failed = RunnablePassthrough.assign(parsed=lambda _: None)
-        return RunnableMap(raw=llm) | parsed.with_fallbacks([failed], exception_key="parsing_error")
+        return structured_output(self, schema, include_raw=include_raw, method=method, **kwargs)
 
     # -- generation --------------------------------------------------------------------------
     def invoke(
@@ -487,12 +402,13 @@ class FintsChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        """Generate one turn (the user id may come from ``config``, see :meth:`_with_user`).
+        """Generate one turn (the user id may come from ``config``, see
+        :func:`fints_agent.user_ids.with_user_id`).
 
         Calls from several threads decode one at a time; :meth:`batch` and the async calls
         decode concurrent turns together.
         """
-        return super().invoke(input, config, stop=stop, **self._with_user(config, kwargs))
+        return super().invoke(input, config, stop=stop, **with_user_id(config, kwargs))
 
     async def ainvoke(
         self,
@@ -507,7 +423,7 @@ class FintsChatModel(BaseChatModel):
         The turn is decoded on a worker thread, in one padded batch with the turns of other
         concurrent async calls of this model (see :meth:`_agenerate`).
         """
-        return await super().ainvoke(input, config, stop=stop, **self._with_user(config, kwargs))
+        return await super().ainvoke(input, config, stop=stop, **with_user_id(config, kwargs))
 
     def stream(
         self,
@@ -518,7 +434,7 @@ class FintsChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
         """Stream one turn: text as it is written, calls in the last chunk."""
-        yield from super().stream(input, config, stop=stop, **self._with_user(config, kwargs))
+        yield from super().stream(input, config, stop=stop, **with_user_id(config, kwargs))
 
     async def astream(
         self,
@@ -529,7 +445,7 @@ class FintsChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
         """:meth:`stream` without blocking the event loop (the turn decodes on a thread)."""
-        kwargs = self._with_user(config, kwargs)
+        kwargs = with_user_id(config, kwargs)
         async for chunk in super().astream(input, config, stop=stop, **kwargs):
             yield chunk
 
@@ -568,26 +484,7 @@ class FintsChatModel(BaseChatModel):
         Returns:
             One message per input, in order (or its exception, with ``return_exceptions``).
         """
-        outputs: list[Any] = []
-        for cohort, chunk in self._cohorts(inputs, config):
-
-            def one(
-                item: tuple[LanguageModelInput, RunnableConfig], cohort: Cohort = cohort
-            ) -> Any:
-                with cohort.member():
-                    try:
-                        return self.invoke(item[0], item[1], **kwargs)
-                    except Exception as exc:
-                        if return_exceptions:
-                            return exc
-                        raise
-
-            if len(chunk) == 1:
-                outputs.append(one(chunk[0]))
-                continue
-            with ContextThreadPoolExecutor(max_workers=len(chunk)) as pool:
-                outputs += pool.map(one, chunk)
-        return outputs
+        return run_batch(self.invoke, self._cohorts(inputs, config), return_exceptions, kwargs)
 
     async def abatch(
         self,
@@ -599,22 +496,8 @@ class FintsChatModel(BaseChatModel):
     ) -> list[AIMessage]:
         """:meth:`batch` on the event loop: the inputs' :meth:`ainvoke` calls run as tasks,
         in cohorts decoded together on a worker thread (same arguments and results)."""
-        outputs: list[Any] = []
-        for cohort, chunk in self._cohorts(inputs, config):
-
-            async def one(
-                item: tuple[LanguageModelInput, RunnableConfig], cohort: Cohort = cohort
-            ) -> Any:
-                with cohort.member():
-                    try:
-                        return await self.ainvoke(item[0], item[1], **kwargs)
-                    except Exception as exc:
-                        if return_exceptions:
-                            return exc
-                        raise
-
-            outputs += await asyncio.gather(*(one(item) for item in chunk))
-        return outputs
+        cohorts = self._cohorts(inputs, config)
+        return await run_abatch(self.ainvoke, cohorts, return_exceptions, kwargs)
 
     def _cohorts(
         self,
@@ -624,27 +507,7 @@ class FintsChatModel(BaseChatModel):
         """The inputs of ``batch`` with their configs, in cohorts decoded together: of
         :attr:`max_batch_size` inputs, or fewer when ``max_concurrency`` allows fewer
         concurrent calls."""
-        pairs = list(zip(inputs, get_config_list(config, len(inputs)), strict=True))
-        limit = pairs[0][1].get("max_concurrency") if pairs else None
-        size = max(1, min(self.max_batch_size, limit)) if limit else self.max_batch_size
-        batcher = self._get_batcher()
-        chunks = [pairs[i : i + size] for i in range(0, len(pairs), size)]
-        return [(batcher.cohort(len(chunk)), chunk) for chunk in chunks]
-
-    def _with_user(self, config: RunnableConfig | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The call's kwargs, with its user id from its runnable config when not given.
-
-        The config is the one passed, merged into that of the chain or graph the call runs in;
-        ``configurable.user_id`` comes before ``metadata.user_id``. Given as a kwarg, the id
-        reaches every path (streaming too) and is part of the call's cache key.
-        """
-        if kwargs.get("user_id"):
-            return kwargs
-        merged = ensure_config(config)
-        user = merged.get("configurable", {}).get("user_id") or merged.get("metadata", {}).get(
-            "user_id"
-        )
-        return {**kwargs, "user_id": str(user)} if user else kwargs
+        return in_cohorts(self._get_batcher(), inputs, config, self.max_batch_size)
 
     def _get_batcher(self) -> MicroBatcher[tuple[TurnEngine, TurnRequest], TurnResult]:
         """The model's micro-batcher (a new one when the batch settings changed)."""
@@ -656,7 +519,7 @@ class FintsChatModel(BaseChatModel):
                 wait_s,
             ):
                 batcher = self._batcher = MicroBatcher(
-                    _complete_turns, max_size=self.max_batch_size, wait_s=wait_s
+                    complete_turns, max_size=self.max_batch_size, wait_s=wait_s
                 )
         return cast(MicroBatcher[tuple[TurnEngine, TurnRequest], TurnResult], batcher)
 
@@ -716,10 +579,8 @@ class FintsChatModel(BaseChatModel):
             if in_call:
                 continue
             held += delta
-            if CALL_OPEN in held:
-                emit, held, in_call = held.split(CALL_OPEN, 1)[0], "", True
-            else:
-                emit, held = _split_held(held)
+            emit, in_call = text_before_calls(held)
+            held = "" if in_call else held[len(emit) :]  # a call's text is never content
             if emit:
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=emit))
                 if run_manager:
@@ -727,29 +588,7 @@ class FintsChatModel(BaseChatModel):
                 yield chunk
         result = stream.result
         assert result is not None
-        chunks = [
-            tool_call_chunk(name=c.name, args=dumps_args(c.arguments), id=c.id, index=i)
-            for i, c in enumerate(result.calls)
-        ]
-        # Invalid calls must never parse into tool_calls: their args carry the error first.
-        chunks += [
-            tool_call_chunk(
-                name=c.name,
-                args=f"<invalid: {c.error}> {c.args}",
-                id=c.id,
-                index=len(result.calls) + i,
-            )
-            for i, c in enumerate(result.invalid_calls)
-        ]
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content=held,
-                tool_call_chunks=chunks,
-                usage_metadata=_usage(result),
-                response_metadata=self._metadata(result, kwargs),
-                chunk_position="last",
-            )
-        )
+        yield ChatGenerationChunk(message=last_chunk(result, held, self._metadata(result, kwargs)))
 
     async def _astream(
         self,
@@ -760,7 +599,7 @@ class FintsChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         """:meth:`_stream`, driven on a thread of its own (streamed turns decode alone)."""
         sync_manager = run_manager.get_sync() if run_manager is not None else None
-        chunks = _iterate_in_thread(lambda: self._stream(messages, stop, sync_manager, **kwargs))
+        chunks = iterate_in_thread(lambda: self._stream(messages, stop, sync_manager, **kwargs))
         async for chunk in chunks:
             yield chunk
 
@@ -774,7 +613,7 @@ class FintsChatModel(BaseChatModel):
         engine, req = self._request(messages, stop, run_manager, kwargs)
         batcher = self._get_batcher()
         if batcher.joined():  # an input of `batch`: decoded with the call's other inputs
-            result = batcher.submit(_batch_key(engine, req), (engine, req)).result()
+            result = batcher.submit(turn_batch_key(engine, req), (engine, req)).result()
         else:
             result = engine.complete(req)
         return self._chat_result(result, kwargs)
@@ -791,20 +630,11 @@ class FintsChatModel(BaseChatModel):
         :attr:`batch_wait_ms` of the first one waiting (or while a batch decodes), up to
         :attr:`max_batch_size`, share one padded batch."""
         engine, req = await asyncio.to_thread(self._request, messages, stop, run_manager, kwargs)
-        result = await self._get_batcher().asubmit(_batch_key(engine, req), (engine, req))
+        result = await self._get_batcher().asubmit(turn_batch_key(engine, req), (engine, req))
         return self._chat_result(result, kwargs)
 
     def _chat_result(self, result: TurnResult, kwargs: Mapping[str, Any]) -> ChatResult:
-        message = AIMessage(
-            content=result.content if (result.calls or result.invalid_calls) else result.text,
-            tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in result.calls],
-            invalid_tool_calls=[
-                invalid_tool_call(name=c.name, args=c.args, id=c.id, error=c.error)
-                for c in result.invalid_calls
-            ],
-            usage_metadata=_usage(result),
-            response_metadata=self._metadata(result, kwargs),
-        )
+        message = ai_message(result, self._metadata(result, kwargs))
         return ChatResult(generations=[ChatGeneration(message=message)])
 
     def _metadata(self, result: TurnResult, kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -860,8 +690,8 @@ class FintsChatModel(BaseChatModel):
             user_id,
             chat,
             [s.to_openai() for s in specs],
-            _call_dict(chosen),
-            [_call_dict(r) for r in rejected] if rejected else None,
+            call_dict(chosen),
+            [call_dict(r) for r in rejected] if rejected else None,
         )
         if not self.record_in_background:
             return str(memory.record(*args))
@@ -895,158 +725,3 @@ class FintsChatModel(BaseChatModel):
         recorder = self._recorder
         if recorder is not None:
             recorder.flush(timeout)
-
-
-def _unique_specs(tools: Sequence[Any]) -> list[ToolSpec]:
-    """Tool specs; the same tool given twice (say, a model and its JSON schema) counts once."""
-    specs: dict[str, ToolSpec] = {}
-    for tool in tools:
-        [spec] = to_tool_specs([tool])
-        seen = specs.get(spec.name)
-        if seen is not None and _schema_core(seen.parameters) != _schema_core(spec.parameters):
-            raise ToolSchemaError(f"tool {spec.name!r}: bound twice with different schemas")
-        specs.setdefault(spec.name, spec)
-    return list(specs.values())
-
-
-def _schema_core(schema: Any) -> Any:
-    """A schema without its titles and descriptions (they differ between equivalent forms)."""
-    if isinstance(schema, Mapping):
-        return {k: _schema_core(v) for k, v in schema.items() if k not in ("title", "description")}
-    if isinstance(schema, list):
-        return [_schema_core(v) for v in schema]
-    return schema
-
-
-def _complete_answer(message: AIMessage) -> AIMessage:
-    """The message, unless it was cut short by ``max_tokens`` (then it is no parsed value).
-
-    Raises:
-        OutputParserException: The answer ended at the token budget.
-    """
-    from langchain_core.exceptions import OutputParserException
-
-    if message.response_metadata.get("finish_reason") == "length":
-        raise OutputParserException(
-            "the structured answer was cut short by max_tokens (finish_reason 'length'): "
-            "raise max_tokens",
-            llm_output=str(message.content),
-        )
-    return message
-
-
-def _split_held(text: str) -> tuple[str, str]:
-    """Split streamed text into what can be shown and a tail that may start a call block."""
-    for k in range(min(len(CALL_OPEN) - 1, len(text)), 0, -1):
-        if CALL_OPEN.startswith(text[-k:]):
-            return text[:-k], text[-k:]
-    return text, ""
-
-
-def _call_dict(call: Mapping[str, Any]) -> dict[str, Any]:
-    args = call.get("arguments", call.get("args", {}))
-    return {"name": call.get("name"), "arguments": dict(args) if args else {}}
-
-
-def _usage(result: TurnResult) -> Any:
-    from langchain_core.messages.ai import UsageMetadata
-
-    return UsageMetadata(
-        input_tokens=result.prompt_tokens,
-        output_tokens=result.completion_tokens,
-        total_tokens=result.prompt_tokens + result.completion_tokens,
-    )
-
-
-def _batch_key(engine: TurnEngine, req: TurnRequest) -> Hashable:
-    """Turns with equal keys may share a padded batch: the same model, memory and steering
-    configuration, and the decode settings a batch shares (temperature, no-repeat size).
-
-    A turn with stop sequences, or sampled with a seed, gets a key of its own: it is decoded
-    alone, as :meth:`FintsChatModel.invoke` decodes it (a batch samples its rows from one
-    random stream). Sampled turns without a seed share batches.
-    """
-    if req.stop or (req.temperature > 0 and req.seed is not None):
-        return object()
-    return (
-        id(engine),
-        id(engine.memory),
-        req.temperature,
-        req.no_repeat_ngram,
-    )
-
-
-def _complete_turns(
-    turns: list[tuple[TurnEngine, TurnRequest]],
-) -> list[TurnResult | BaseException]:
-    """Decode turns of one batch key together (the micro-batcher's batch function).
-
-    A turn whose input fails before generation (a prompt longer than the context window, say)
-    gets its own error; the others are decoded without it.
-    """
-    engine = turns[0][0]  # equal keys: the same model, memory and configuration
-    requests = [req for _, req in turns]
-    try:
-        return list(engine.complete_batch(requests))
-    except Exception:
-        if len(requests) == 1:
-            raise
-        errors: dict[int, Exception] = {}
-        for i, req in enumerate(requests):
-            try:
-                engine.prepare(req)
-            except Exception as exc:
-                errors[i] = exc
-        if not errors:
-            raise
-        good = iter(engine.complete_batch([r for i, r in enumerate(requests) if i not in errors]))
-        return [errors[i] if i in errors else next(good) for i in range(len(requests))]
-
-
-async def _iterate_in_thread(make: Callable[[], Iterator[_T]]) -> AsyncIterator[_T]:
-    """Run a blocking iterator on a thread of its own and yield its items on the running event
-    loop (through an ``asyncio.Queue``), so that decoding never blocks the loop.
-
-    The thread runs in a copy of the caller's context. Leaving the iteration early stops the
-    iterator after the item it is computing (closing it, which releases the model).
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
-    stop = threading.Event()
-    end = object()
-
-    def put(ok: bool, value: Any) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, (ok, value))
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            stop.set()
-
-    def produce() -> None:
-        iterator = make()
-        try:
-            for item in iterator:
-                put(True, item)
-                if stop.is_set():
-                    break
-        except BaseException as exc:
-            put(False, exc)
-        else:
-            put(False, end)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    context = contextvars.copy_context()
-    threading.Thread(target=context.run, args=(produce,), name="fints-stream", daemon=True).start()
-    try:
-        while True:
-            ok, value = await queue.get()
-            if ok:
-                yield value
-            elif value is end:
-                return
-            else:
-                raise value
-    finally:
-        stop.set()

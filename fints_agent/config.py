@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from fints_agent.paths import cache_dir
 
 __all__ = [
+    "DEFAULT_RETRIEVAL",
     "VECTOR_KINDS",
     "Preset",
     "PresetSource",
@@ -99,6 +100,10 @@ class SteeringConfig(BaseModel):
     steer_prompt: bool = True
     gate: Literal["all", "choices", "decisions"] = "choices"
 
+
+DEFAULT_RETRIEVAL = RetrievalConfig()
+"""The retrieval defaults, which every API that retrieves (the memory, the turn engine) takes
+its defaults from."""
 
 _JOBS: dict[str, type[BaseModel]] = {"retrieval": RetrievalConfig, "steering": SteeringConfig}
 _RENAMED = {"temperature": "softmax_temperature", "vectors": "vector_kind"}

@@ -1,4 +1,5 @@
-"""LangChain messages to the OpenAI-style dicts the prompt renderer takes.
+"""LangChain messages to the OpenAI-style dicts the prompt renderer takes, and a turn's
+result back to LangChain's forms (usage metadata).
 
 Every message kind renders: system (several, anywhere), human, AI (text and tool calls),
 tool results (string or list content, error status), chat and function messages. Content
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.messages import (
     AIMessage,
@@ -24,7 +25,21 @@ from langchain_core.messages import (
     convert_to_messages,
 )
 
-__all__ = ["UnsupportedContentError", "feedback_chat", "to_chat_dicts"]
+if TYPE_CHECKING:
+    from langchain_core.messages import AIMessageChunk
+
+    from fints_agent.turn import TurnResult
+
+__all__ = [
+    "UnsupportedContentError",
+    "ai_message",
+    "call_dict",
+    "dumps_args",
+    "feedback_chat",
+    "last_chunk",
+    "to_chat_dicts",
+    "usage_metadata",
+]
 
 
 class UnsupportedContentError(ValueError):
@@ -131,3 +146,67 @@ _ROLES = frozenset({"system", "user", "assistant", "tool"})
 def dumps_args(arguments: dict[str, Any]) -> str:
     """Arguments as compact JSON (as streamed in ``tool_call_chunks``)."""
     return json.dumps(arguments, ensure_ascii=False)
+
+
+def call_dict(call: Mapping[str, Any]) -> dict[str, Any]:
+    """A call in any of the forms feedback takes (``arguments`` or ``args``) as
+    ``{"name", "arguments"}``."""
+    args = call.get("arguments", call.get("args", {}))
+    return {"name": call.get("name"), "arguments": dict(args) if args else {}}
+
+
+def usage_metadata(result: TurnResult) -> Any:
+    """The token counts of a turn as LangChain usage metadata."""
+    from langchain_core.messages.ai import UsageMetadata
+
+    return UsageMetadata(
+        input_tokens=result.prompt_tokens,
+        output_tokens=result.completion_tokens,
+        total_tokens=result.prompt_tokens + result.completion_tokens,
+    )
+
+
+def ai_message(result: TurnResult, metadata: dict[str, Any]) -> AIMessage:
+    """A turn's answer: its text (outside call blocks when it called), valid calls as
+    ``tool_calls``, the others as ``invalid_tool_calls``, usage and response metadata."""
+    from langchain_core.messages.tool import invalid_tool_call, tool_call
+
+    return AIMessage(
+        content=result.content if (result.calls or result.invalid_calls) else result.text,
+        tool_calls=[tool_call(name=c.name, args=c.arguments, id=c.id) for c in result.calls],
+        invalid_tool_calls=[
+            invalid_tool_call(name=c.name, args=c.args, id=c.id, error=c.error)
+            for c in result.invalid_calls
+        ],
+        usage_metadata=usage_metadata(result),
+        response_metadata=metadata,
+    )
+
+
+def last_chunk(result: TurnResult, content: str, metadata: dict[str, Any]) -> AIMessageChunk:
+    """The last chunk of a streamed turn: text not shown yet, every call as a tool-call chunk
+    (an invalid call's arguments carry its error first, so that they never parse into
+    ``tool_calls``), usage and response metadata."""
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.messages.tool import tool_call_chunk
+
+    chunks = [
+        tool_call_chunk(name=c.name, args=dumps_args(c.arguments), id=c.id, index=i)
+        for i, c in enumerate(result.calls)
+    ]
+    chunks += [
+        tool_call_chunk(
+            name=c.name,
+            args=f"<invalid: {c.error}> {c.args}",
+            id=c.id,
+            index=len(result.calls) + i,
+        )
+        for i, c in enumerate(result.invalid_calls)
+    ]
+    return AIMessageChunk(
+        content=content,
+        tool_call_chunks=chunks,
+        usage_metadata=usage_metadata(result),
+        response_metadata=metadata,
+        chunk_position="last",
+    )

@@ -150,13 +150,6 @@ class PromptRenderer:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def _request_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            return str(m.get("content") or "")
-    return ""
-
-
 def format_examples(
     examples: Sequence[tuple[Sequence[Mapping[str, Any]], Mapping[str, Any]]],
     specs: Sequence[ToolSpec],
@@ -164,6 +157,7 @@ def format_examples(
     """Past turns as a system-prompt section (retrieval-augmented prompting, and the worked
     example of a demonstration vector)."""
     from fints_agent.calls.format import render_call
+    from fints_agent.calls.request import request_text
 
     if not examples:
         return ""
@@ -172,6 +166,6 @@ def format_examples(
     for messages, call in examples:
         name = str(call.get("name", ""))
         args = call.get("arguments", {})
-        lines.append(f"Request: {_request_text(messages)}")
+        lines.append(f"Request: {request_text(messages)}")
         lines.append(f"Call: {render_call(name, args, by_name.get(name))}")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from fints_agent.calls import InvalidToolCall, ToolCall, ToolSpec
+from fints_agent.config import DEFAULT_RETRIEVAL
 from fints_agent.steering.vector import SteeringVector
 
 __all__ = [
@@ -45,8 +46,8 @@ class MemoryLike(Protocol):
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Any] | None = None,
         *,
-        k: int = 5,
-        temperature: float = 0.1,
+        k: int = DEFAULT_RETRIEVAL.k,
+        temperature: float = DEFAULT_RETRIEVAL.softmax_temperature,
         min_similarity: float | None = None,
         recency_half_life: float | None = None,
     ) -> RetrievalLike:

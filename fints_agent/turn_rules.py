@@ -19,13 +19,12 @@ from typing import Any, Literal
 import torch
 
 from fints_agent.calls import (
-    CALL_CLOSE,
-    CALL_OPEN,
     CallPosition,
     CallTracker,
     ConstrainedDecoder,
     ToolSpec,
     in_free_text_value,
+    in_open_call,
 )
 
 __all__ = ["Gate", "RowConstraints", "RowRules", "TurnRules", "canonical_next"]
@@ -156,11 +155,7 @@ class TurnRules:
         """Rows where a call may be brought to an end: constrained rows inside a call (a row
         that may answer in text is closed only once it has opened a call)."""
         return [
-            r.constraint is not None
-            and (
-                r.constraint.grammar.kind != "auto"
-                or text.rfind(CALL_OPEN) > text.rfind(CALL_CLOSE)
-            )
+            r.constraint is not None and (r.constraint.grammar.kind != "auto" or in_open_call(text))
             for r, text in zip(self.rows, texts, strict=True)
         ]
 

@@ -21,10 +21,11 @@ from pydantic import BaseModel, Field
 from tiny import SHORT, bounded_tool, saved_tiny_smol
 
 from fints_agent.calls import ToolSchemaError, request_span_pattern
-from fints_agent.chat_model import FintsChatModel, resolve_user_id
+from fints_agent.chat_model import FintsChatModel
 from fints_agent.config import RetrievalConfig, SteeringConfig
 from fints_agent.memory import Memory, TrajectoryStore
 from fints_agent.messages import UnsupportedContentError
+from fints_agent.user_ids import resolve_user_id
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,6 @@ class _Retrieval:
     weights: list[float] = field(default_factory=lambda: [1.0])
     similarities: list[float] = field(default_factory=lambda: [1.0])
     examples: list[tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
-    tool_share: float = 1.0
 
 
 class _FixedMemory:

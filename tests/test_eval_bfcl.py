@@ -13,7 +13,6 @@ import pytest
 
 pytest.importorskip("bfcl_eval")
 
-from fints_agent.eval import bfcl
 from fints_agent.eval.bfcl import (
     BfclCase,
     bfcl_tools,
@@ -26,6 +25,7 @@ from fints_agent.eval.bfcl import (
     load_bfcl,
     tool_name_map,
 )
+from fints_agent.eval.bfcl.tools import _TOOL_NAME
 
 CATEGORIES = {
     "simple_python": 400,
@@ -110,7 +110,7 @@ def test_every_converted_schema_is_valid(cases: dict[str, list[BfclCase]]) -> No
             for tool in case.tools:
                 assert tool["type"] == "function"
                 function = tool["function"]
-                assert bfcl._TOOL_NAME.fullmatch(function["name"])
+                assert _TOOL_NAME.fullmatch(function["name"])
                 assert function["parameters"]["type"] == "object"
                 key = json.dumps(function["parameters"], sort_keys=True)
                 if key not in checked:  # many cases share function docs

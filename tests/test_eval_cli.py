@@ -17,8 +17,8 @@ from tiny import tiny_lm
 
 from fints_agent import cli
 from fints_agent.calls import ToolCall
-from fints_agent.engine import TurnRequest, TurnResult
-from fints_agent.eval.cli import set_threads
+from fints_agent.eval.commands import set_threads
+from fints_agent.turn import TurnRequest, TurnResult
 
 DATA = Path(__file__).resolve().parent / "data" / "personal_small.jsonl"
 
@@ -45,10 +45,13 @@ class EchoEngine:
 
     memories: ClassVar[list[Any]] = []
 
-    def __init__(self, lm: Any, memory: Any = None, config: Any = None) -> None:
+    last: ClassVar[EchoEngine | None] = None
+
+    def __init__(self, lm: Any, memory: Any = None, preset: Any = None) -> None:
         self.memory = memory
-        self.config = config
+        self.preset = preset
         self.memories.append(memory)
+        EchoEngine.last = self
 
     def complete_batch(self, requests: Sequence[TurnRequest]) -> list[TurnResult]:
         self.seen.extend(requests)
@@ -197,12 +200,16 @@ def test_personal_command_prints_json_and_writes_rows(
     assert code == 0
     summary = json.loads(stdout)
     assert summary["copy_strings"] is True
-    assert summary["config"]["vectors"] == "demonstration"
+    assert summary["config"]["vector_kind"] == "demonstration"
+    assert set(summary["config"]) >= {"retrieval", "steering", "vector_kind"}
     assert [m.layout.vectors for m in EchoEngine.memories] == ["demonstration"]
     assert len(EchoEngine.seen) == 3 and all(r.copy_strings for r in EchoEngine.seen)
     assert summary["method"] == "steer" and summary["n"] == 3
     assert summary["valid_rate"] is not None and summary["mean_prompt_tokens"] == 42.0
-    assert summary["config"]["recency_half_life"] == 4.0
+    assert summary["config"]["retrieval"]["recency_half_life"] == 4.0
+    assert summary["k"] == summary["config"]["retrieval"]["k"]
+    assert EchoEngine.last is not None
+    assert EchoEngine.last.preset.model_dump() == summary["config"]
     assert summary["rows_file"] == str(out)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 3 and {"domain", "user_kind", "n_history_domain"} <= set(rows[0])
@@ -221,6 +228,30 @@ def test_knn_command_runs_without_the_engine(
     summary = json.loads(stdout)
     assert summary["method"] == "knn" and summary["n"] == 8 and summary["online"] is True
     assert summary["mean_prompt_tokens"] is None
+
+
+def test_bfcl_no_harm_command_reports_the_preset(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("bfcl_eval")
+    from fints_agent.config import Preset
+
+    monkeypatch.setattr("fints_agent.engine.TurnEngine", EchoEngine)
+    EchoEngine.memories.clear()
+    argv = ["eval", "bfcl", "--category", "simple_python", "--limit", "2", "--data", str(DATA)]
+    code, stdout, err = _run(
+        [*argv, "--steer-from-user", "u01", "--embedder", "lm", "--quiet"], capsys
+    )
+    assert code == 0, err
+    result = json.loads(stdout)
+    preset = Preset.for_model(tiny_lm("llama").fingerprint)
+    assert result["config"] == preset.model_dump()
+    assert result["config"]["vector_kind"] == preset.vector_kind
+    assert result["steer_user"] == "u01" and result["n"] == 2
+    assert {"unsteered", "steered", "accuracy_delta", "no_harm"} <= set(result)
+    # Unsteered without a memory, steered with the user's fixed mean vector.
+    plain, steered = EchoEngine.memories
+    assert plain is None and steered.label == "mean:u01"
 
 
 def test_set_threads() -> None:
@@ -319,7 +350,7 @@ def test_personal_compare_runs_the_baselines_on_the_same_memory(
 
 
 def test_compare_keeps_the_method_order() -> None:
-    from fints_agent.eval.cli import _personal_methods
+    from fints_agent.eval.commands import _personal_methods
 
     assert _personal_methods("knn", True) == ["zero-shot", "rag", "knn"]
     assert _personal_methods("rag", True) == ["zero-shot", "rag"]

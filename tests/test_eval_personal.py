@@ -21,9 +21,9 @@ import torch
 from tiny import tiny_lm
 
 from fints_agent.calls import ToolCall as EngineCall
-from fints_agent.config import SteeringConfig
-from fints_agent.engine import TurnRequest, TurnResult
+from fints_agent.config import Preset
 from fints_agent.eval.dataset import PersonalRecord, group_by_user, load_records, parse_record
+from fints_agent.eval.dev_split import pick_users, tuning_split
 from fints_agent.eval.personal import (
     METHODS,
     decided_by,
@@ -40,7 +40,8 @@ from fints_agent.eval.plots import (
     plot_accuracy_by_history,
     plot_changed_preference,
 )
-from fints_agent.eval.tune import layer_bands, pick_users, tune, tuning_split
+from fints_agent.eval.tune import layer_bands, tune
+from fints_agent.turn import TurnRequest, TurnResult
 
 DATA = Path(__file__).resolve().parent / "data" / "personal_small.jsonl"
 
@@ -82,10 +83,10 @@ class FakeEngine:
 
     instances: ClassVar[list[FakeEngine]] = []
 
-    def __init__(self, lm: Any, memory: Any, config: SteeringConfig) -> None:
+    def __init__(self, lm: Any, memory: Any, preset: Preset) -> None:
         self.lm = lm
         self.memory = memory
-        self.config = config
+        self.preset = preset
         self.requests: list[TurnRequest] = []
         self.memory_sizes: list[int] = []
         self.batches: list[int] = []
@@ -479,9 +480,12 @@ def test_tuning_never_reads_test_records(
     assert result["dev_turns"] == len(dev) == 2 and result["ingest_turns"] == len(ingest)
     assert result["complete"] is True and len(result["table"]) >= 10
     assert result["saved_to"] and Path(result["saved_to"]).is_file()
-    assert SteeringConfig.for_model(lm.fingerprint) == SteeringConfig.model_validate(result["best"])
+    assert Preset.for_model(lm.fingerprint) == Preset.model_validate(result["best"])
     row = result["table"][0]
     assert {"steer", "rag+steer", "score", "layers", "sites", "coefficient"} <= set(row)
+    assert {"k", "softmax_temperature", "recency_half_life"} <= set(row)
+    assert "temperature" not in row
+    assert {r["step"] for r in result["table"]} >= {"start", "softmax_temperature"}
 
 
 def test_tuning_split_holds_out_latest_history(records: list[PersonalRecord]) -> None:
@@ -566,20 +570,21 @@ def test_tune_answers_dev_turns_with_copying_when_asked(records: list[PersonalRe
 def test_tune_scales_the_value_vector_of_split_memories_only(
     records: list[PersonalRecord],
 ) -> None:
-    from fints_agent.config import SteeringConfig
     from fints_agent.eval.tune import search_steps
 
     step = dict(search_steps(30))["value_coefficient"]
-    assert step(SteeringConfig()) == []
-    assert [u["value_coefficient"] for u in step(SteeringConfig(vectors="split"))] == [
+    assert step(Preset()) == []
+    assert [u["value_coefficient"] for u in step(Preset(vector_kind="split"))] == [
         0.25,
         0.5,
         1.0,
         2.0,
     ]
-    result = _fake_tune(records, start=SteeringConfig(vectors="split"), steps=["value_coefficient"])
+    result = _fake_tune(records, start=Preset(vector_kind="split"), steps=["value_coefficient"])
     assert [row["value_coefficient"] for row in result["table"]] == [None, 0.25, 0.5, 1.0, 2.0]
-    assert result["best"]["vectors"] == "split"
+    assert result["best"]["vector_kind"] == "split"
+    best = Preset.model_validate(result["best"])
+    assert best.steering.value_coefficient == result["best"]["steering"]["value_coefficient"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -673,7 +678,7 @@ def test_real_model_personal_run_is_valid(records: list[PersonalRecord]) -> None
         limit=2,
         batch_size=2,
         embedder=HashEmbedder(),
-        config=SteeringConfig(),
+        config=Preset(),
         progress=False,
     )
     assert run.summary["n"] == 2 and run.summary["valid_rate"] == 1.0
@@ -821,7 +826,7 @@ def test_kept_history_key_covers_what_the_vectors_depend_on(
         "layers": key(vectors="contrast", layers=[0, 1]),
         "sites": key(vectors="contrast", sites=("attn",)),
         "negatives": key(vectors="contrast", n_negatives=3),
-        "prefix": key(vectors="contrast", skip_shared_prefix=True),
+        "supersede": key(vectors="contrast", auto_supersede=0.9),
         "embedder": history_store_key(lm, records, embedder="lm")[0],
     }
     assert base not in differing.values()

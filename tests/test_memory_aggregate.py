@@ -34,16 +34,13 @@ def test_softmax_weights_match_hand_computation() -> None:
     assert got.sum() == pytest.approx(1.0)
 
 
-def test_mean_and_temperature() -> None:
-    assert mix_weights([0.1, 0.9, 0.5], weighting="mean").tolist() == pytest.approx([1 / 3] * 3)
+def test_temperature() -> None:
     hot = mix_weights([0.9, 0.8], temperature=100.0)
     cold = mix_weights([0.9, 0.8], temperature=0.001)
     assert hot[0] == pytest.approx(0.5, abs=1e-3)
     assert cold[0] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="temperature"):
         mix_weights([0.5], temperature=0.0)
-    with pytest.raises(ValueError, match="weighting"):
-        mix_weights([0.5], weighting="max")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nothing"):
         softmax([])
 

@@ -26,7 +26,6 @@ from fints_agent.memory import (
     TrajectoryStore,
 )
 
-pytest_plugins = ("memory_fixtures",)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -96,7 +95,7 @@ def _record_args(row: dict[str, Any]) -> dict[str, Any]:
         "user_id": row["user_id"],
         "messages": row["messages"],
         "tools": row["tools"],
-        "chosen_call": row["chosen"],
+        "chosen": row["chosen"],
     }
 
 
@@ -302,7 +301,7 @@ def test_sigkill_while_recording_in_the_background(tmp_path: Path, mode: str) ->
     if mode == "kill:t:2":
         assert len(records) == len(reported) >= 1  # the first batch, and nothing of the second
     # Vectors of the interrupted batch are never returned; recovery removes them.
-    vectors = store._vectors()
+    vectors = store.collections.vectors()
     assert vectors is not None
     vector_ids = set(vectors.get(where={"user_id": "alice"}, include=[])["ids"])
     assert set(ids) <= vector_ids

@@ -10,7 +10,6 @@ from memory_fixtures import make_memory, new_prefix, weather_item
 
 from fints_agent.memory.cli import main
 
-pytest_plugins = ("memory_fixtures",)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -46,18 +45,6 @@ def test_memory_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     code, out = _run(capsys, "import", str(path), "--as-user", "carol", *opts, "--json")
     assert code == 0 and json.loads(out)["imported"] == 3
 
-    # A store of an older version: the tool-contrast flags are missing until an upgrade.
-    code, out = _run(capsys, "upgrade", *opts, "--json")
-    assert code == 0 and json.loads(out) == {"users": 3, "filled": 0}
-    t = memory.store._trajectories("alice")
-    metas = t.get(ids=ids[:2])["metadatas"]
-    t.update(ids=ids[:2], metadatas=[{**m, "contrasts_tool": None} for m in metas])
-    code, out = _run(capsys, "upgrade", *opts, "--user", "bob")
-    assert code == 0 and "filled on 0 trajectories" in out
-    code, out = _run(capsys, "upgrade", *opts, "--json")
-    assert code == 0 and json.loads(out) == {"users": 3, "filled": 2}
-    assert None not in {r.contrasts_tool for r in memory.store.get("alice")}
-
     code, out = _run(capsys, "delete", "carol", "nope", *opts)
     assert code == 1
     code, out = _run(capsys, "forget", "alice", *opts, "--yes", "--json")
@@ -75,7 +62,7 @@ def test_memory_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "s").mkdir()
     assert main(["import", str(tmp_path / "bad.jsonl"), "--store", str(tmp_path / "s")]) == 2
     assert "not a trajectory export" in capsys.readouterr().err
-    assert main(["upgrade", "--user", "", "--store", str(tmp_path / "s")]) == 2
+    assert main(["list", "", "--store", str(tmp_path / "s")]) == 2
     assert "user_id must be a non-empty string" in capsys.readouterr().err
 
 

@@ -18,7 +18,6 @@ from fints_agent.memory.embed import (
     make_embedder,
 )
 
-pytest_plugins = ("memory_fixtures",)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 TEXTS = [

@@ -15,9 +15,8 @@ from memory_fixtures import make_memory, new_prefix, weather_item
 
 from fints_agent.memory import Memory, StoreError, TrajectoryStore
 from fints_agent.memory.cli import main
-from fints_agent.memory.store import EXPORT_VERSION
+from fints_agent.memory.transfer import EXPORT_VERSION
 
-pytest_plugins = ("memory_fixtures",)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -52,12 +51,12 @@ def _write(
 
 
 def _journal(store: TrajectoryStore) -> list[str]:
-    journal = store._collection(store._name("journal"))
+    journal = store.collections.journal(create=False)
     return [] if journal is None else list(journal.get()["ids"])
 
 
 def _vector_owners(store: TrajectoryStore, ids: list[str]) -> dict[str, str]:
-    got = store._vectors().get(ids=ids, include=["metadatas"])
+    got = store.collections.vectors().get(ids=ids, include=["metadatas"])
     return {tid: m["user_id"] for tid, m in zip(got["ids"], got["metadatas"], strict=True)}
 
 
@@ -180,7 +179,7 @@ def test_a_failed_write_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     fresh = make_memory(tmp_path / "fresh")
     store = fresh.store
     store.bind(memory.store._require_layout())
-    pop = store._pop(create=True)
+    pop = store.collections.population(create=True)
 
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk full")
@@ -189,7 +188,7 @@ def test_a_failed_write_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     with pytest.raises(RuntimeError, match="disk full"):
         store.import_user(path)
     monkeypatch.undo()
-    assert store.count("alice") == 0 and store._vectors().count() == 0
+    assert store.count("alice") == 0 and store.collections.vectors().count() == 0
     assert _journal(store) == []
     assert store.import_user(path) == 3
 
@@ -204,12 +203,12 @@ def test_export_refuses_to_overwrite_and_cleans_up(
         memory.export_user("alice", path)
     assert path.read_text() == "precious\n"
 
-    import fints_agent.memory.store as store_module
+    import fints_agent.memory.transfer as transfer_module
 
     def broken(array: Any) -> str:
         raise RuntimeError("encoder failed")
 
-    monkeypatch.setattr(store_module, "_f32_b64", broken)
+    monkeypatch.setattr(transfer_module, "_f32_b64", broken)
     with pytest.raises(RuntimeError, match="encoder failed"):
         memory.export_user("alice", path, force=True)
     monkeypatch.undo()

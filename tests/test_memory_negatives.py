@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 from memory_fixtures import TRAVEL_TOOLS, WEATHER_TOOLS
 
-from fints_agent.calls.schema import validate_arguments
+from fints_agent.calls.request import retrieval_text
+from fints_agent.calls.specs import validate_arguments
 from fints_agent.memory.negatives import (
     Call,
     InvalidCallError,
     MemoryInputError,
     build_negatives,
     normalize_call,
-    request_text,
+    plain_messages,
     tool_specs,
 )
 
@@ -61,10 +62,10 @@ def test_request_text() -> None:
         {"role": "user", "content": " weather in oslo "},
         {"role": "assistant", "content": "which units?"},
     ]
-    assert request_text(msgs) == "weather in oslo"
-    assert request_text([]) == ""
+    assert retrieval_text(plain_messages(msgs)) == "weather in oslo"
+    assert retrieval_text(plain_messages([])) == ""
     with pytest.raises(MemoryInputError):
-        request_text("weather")  # type: ignore[arg-type]
+        plain_messages("weather")
 
 
 def test_negatives_are_valid_distinct_and_differ_from_chosen() -> None:

@@ -20,7 +20,6 @@ from memory_fixtures import TESTS_DIR, make_memory, new_prefix, travel_item, use
 from fints_agent.memory import TrajectoryStore
 from fints_agent.steering import SteeringVector
 
-pytest_plugins = ("memory_fixtures",)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CHILD = r"""
@@ -91,7 +90,7 @@ def test_persistence_across_processes_is_bit_exact(tmp_path: Path) -> None:
 
 
 def _vector_ids(store: TrajectoryStore, user: str) -> set[str]:
-    col = store._vectors()
+    col = store.collections.vectors()
     return set(col.get(where={"user_id": user}, include=[])["ids"]) if col is not None else set()
 
 
@@ -124,7 +123,7 @@ def _check_consistent(location: str, prefix: str) -> dict[str, Any]:
     for user in store.users():
         t_ids = {r.id for r in store.get(user)}
         assert _vector_ids(store, user) == t_ids
-    journal = store._collection(store._name("journal"))
+    journal = store.collections.journal(create=False)
     assert journal is None or journal.count() == 0
     # The store keeps working after the crash.
     memory.record_many([weather_item("u0", 1)], progress=False)

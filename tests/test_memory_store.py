@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,6 @@ from fints_agent.memory import (
 from fints_agent.prompting import format_examples
 from fints_agent.steering import SteeringVector, VectorMismatchError, demonstration_vectors
 
-pytest_plugins = ("memory_fixtures",)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -90,8 +88,6 @@ def test_aggregate_is_the_softmax_weighted_sum_of_stored_vectors(store_location:
     )
     assert r.vector is not None
     assert torch.allclose(r.vector.tensor.double(), expected, atol=1e-6)
-    mean = memory.retrieve("alice", user_msg("weather in oslo"), k=2, weighting="mean")
-    assert mean.weights == [0.5, 0.5]
 
 
 def test_vectors_come_back_bit_exact(store_location: str) -> None:
@@ -185,16 +181,16 @@ def test_bad_input_is_refused_and_writes_nothing(store_location: str) -> None:
     msg = user_msg("weather in oslo")
     ok = {"name": "get_weather", "arguments": {"city": "Oslo", "units": "celsius"}}
     cases = [
-        (InvalidCallError, dict(chosen_call={"name": "book_flight", "arguments": {}})),
-        (InvalidCallError, dict(chosen_call={"name": "get_weather", "arguments": {"city": 3}})),
-        (InvalidCallError, dict(chosen_call={"name": "get_weather"})),
-        (InvalidCallError, dict(chosen_call="get_weather(city='Oslo')")),
-        (InvalidCallError, dict(chosen_call=ok, rejected_calls=[ok])),
-        (InvalidCallError, dict(chosen_call=ok, rejected_calls=[{"name": "x"}])),
-        (MemoryInputError, dict(chosen_call=ok, messages=user_msg(""))),
-        (MemoryInputError, dict(chosen_call=ok, tools=[])),
-        (MemoryInputError, dict(chosen_call=ok, user_id="")),
-        (MemoryInputError, dict(chosen_call=ok, supersedes="no-such-id")),
+        (InvalidCallError, dict(chosen={"name": "book_flight", "arguments": {}})),
+        (InvalidCallError, dict(chosen={"name": "get_weather", "arguments": {"city": 3}})),
+        (InvalidCallError, dict(chosen={"name": "get_weather"})),
+        (InvalidCallError, dict(chosen="get_weather(city='Oslo')")),
+        (InvalidCallError, dict(chosen=ok, rejected=[ok])),
+        (InvalidCallError, dict(chosen=ok, rejected=[{"name": "x"}])),
+        (MemoryInputError, dict(chosen=ok, messages=user_msg(""))),
+        (MemoryInputError, dict(chosen=ok, tools=[])),
+        (MemoryInputError, dict(chosen=ok, user_id="")),
+        (MemoryInputError, dict(chosen=ok, supersedes="no-such-id")),
     ]
     for error, kwargs in cases:
         args = {"user_id": "alice", "messages": msg, "tools": WEATHER_TOOLS, **kwargs}
@@ -359,7 +355,7 @@ def _weather(user: str, units: str) -> dict[str, object]:
         "user_id": user,
         "messages": item["messages"],
         "tools": item["tools"],
-        "chosen_call": item["chosen"],
+        "chosen": item["chosen"],
     }
 
 
@@ -383,53 +379,20 @@ def test_recency_weighting_in_turns(store_location: str) -> None:
     assert r.weights == pytest.approx([4 / 7, 2 / 7, 1 / 7])
 
 
-def test_retrieval_knows_which_trajectories_contrast_the_tool(store_location: str) -> None:
-    """A trajectory whose rejected calls all use the chosen tool contrasts arguments only."""
-    memory = make_memory(store_location, k=3)
-    msg = user_msg("weather in oslo")
-    chosen = {"name": "get_weather", "arguments": {"city": "Oslo", "units": "celsius"}}
-    units_only = [{"name": "get_weather", "arguments": {"city": "Oslo", "units": "fahrenheit"}}]
-    other_tool = [
-        {"name": "get_forecast", "arguments": {"city": "Oslo", "days": 2, "units": "celsius"}}
-    ]
-    a = memory.record_vector(
-        "alice", msg, WEATHER_TOOLS, chosen, _random_vector(memory, 0), units_only
-    )
-    b = memory.record_vector(
-        "alice", msg, WEATHER_TOOLS, chosen, _random_vector(memory, 1), other_tool
-    )
-    assert {r.id: r.contrasts_tool for r in memory.store.get("alice")} == {a: False, b: True}
-    r = memory.retrieve("alice", msg)
-    assert dict(zip(r.trajectory_ids, r.tool_contrasts, strict=True)) == {a: False, b: True}
-    assert r.tool_share == pytest.approx(r.weights[r.trajectory_ids.index(b)])
-    assert 0.0 < r.tool_share < 1.0
-    explained = r.explain()
-    assert explained["tool_share"] == pytest.approx(r.tool_share)
-    assert {t["id"]: t["contrasts_tool"] for t in explained["trajectories"]} == {a: False, b: True}
-
-    # A store written before the flag was kept: unknown until filled from the rejected calls.
-    t = memory.store._trajectories("alice")
-    t.update(
-        ids=[a, b],
-        metadatas=[{**m, "contrasts_tool": None} for m in t.get(ids=[a, b])["metadatas"]],
-    )
-    assert [r.contrasts_tool for r in memory.store.get("alice")] == [None, None]
-    assert memory.retrieve("alice", msg).tool_share == 1.0
-    assert memory.store.fill_tool_contrasts("alice") == 2
-    assert memory.store.fill_tool_contrasts("alice") == 0
-    assert memory.store.fill_tool_contrasts("nobody") == 0
-    assert {r.id: r.contrasts_tool for r in memory.store.get("alice")} == {a: False, b: True}
-    assert memory.retrieve("alice", msg).tool_share == pytest.approx(r.tool_share)
-
-    only_args = make_memory(store_location, k=3)
-    only_args.record_vector(
-        "bob", msg, WEATHER_TOOLS, chosen, _random_vector(memory, 2), units_only
-    )
-    assert only_args.retrieve("bob", msg).tool_share == 0.0
-    # Nothing retrieved, or a trajectory of unknown contrast (older stores): full tool steering.
-    assert only_args.retrieve("nobody", msg).tool_share == 1.0
-    old = replace(r, tool_contrasts=[None] * len(r.weights))
-    assert old.tool_share == pytest.approx(1.0)
+def test_a_store_with_metadata_of_an_older_version_still_opens(store_location: str) -> None:
+    """Trajectories an older version wrote with a ``contrasts_tool`` flag read, retrieve and
+    export as before: the key is ignored."""
+    prefix = new_prefix()
+    memory = make_memory(store_location, prefix)
+    ids = memory.record_many([weather_item("alice", i) for i in range(2)], progress=False)
+    t = memory.store.collections.trajectories("alice")
+    metas = t.get(ids=ids)["metadatas"]
+    t.update(ids=ids, metadatas=[{**m, "contrasts_tool": i == 0} for i, m in enumerate(metas)])
+    reopened = make_memory(store_location, prefix)
+    assert [r.id for r in reopened.store.get("alice", with_payload=True)] == ids
+    r = reopened.retrieve("alice", user_msg("what is the weather in oslo now"))
+    assert r.reason == "steered" and set(r.trajectory_ids) <= set(ids)
+    assert "contrasts_tool" not in str(r.explain())
 
 
 def test_export_import_round_trip(store_location: str, tmp_path: Path) -> None:

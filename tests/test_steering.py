@@ -295,36 +295,6 @@ def test_capture_tails_leave_trailing_tokens_out() -> None:
         capture_answer_means(lm, [PROMPTS[2]], [answer], answer_tails=[0, 1])
 
 
-def test_contrastive_vector_over_the_differing_span() -> None:
-    """With both skips, each answer is averaged only where it differs from the other."""
-    lm = tiny_lm("llama")
-    chosen, rejected = 'x {"units": "celsius"} end', 'x {"units": "kelvin"} end'
-    c_ids, r_ids = _ids(lm, chosen), _ids(lm, rejected)
-    head = next(i for i, (a, b) in enumerate(zip(c_ids, r_ids, strict=False)) if a != b)
-    tail = next(i for i in range(len(c_ids)) if c_ids[-1 - i] != r_ids[-1 - i])
-    assert head > 0 and tail > 0
-    [vec] = contrastive_vectors(
-        lm,
-        [PROMPTS[0]],
-        [chosen],
-        [[rejected]],
-        layers=[0, 2],
-        skip_shared_prefix=True,
-        skip_shared_suffix=True,
-    )
-    means = capture_answer_means(
-        lm,
-        [PROMPTS[0]] * 2,
-        [chosen, rejected],
-        layers=[0, 2],
-        answer_offsets=[head, head],
-        answer_tails=[tail, tail],
-    )
-    torch.testing.assert_close(vec.tensor, means[0] - means[1])
-    [whole] = contrastive_vectors(lm, [PROMPTS[0]], [chosen], [[rejected]], layers=[0, 2])
-    assert not torch.allclose(whole.tensor, vec.tensor)
-
-
 def test_demonstration_vector_contrasts_the_deciding_position() -> None:
     """Chosen shown minus rejected shown, at the last token before the calls differ, averaged
     over the rejected calls (each with its own deciding position)."""

@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from fints_agent.config import Preset
-    from fints_agent.eval.cli import set_threads
+    from fints_agent.eval.commands import set_threads
     from fints_agent.eval.dataset import group_by_user, load_records
     from fints_agent.eval.personal import (
         history_memory,

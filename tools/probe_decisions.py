@@ -18,7 +18,7 @@ the vector of a ``vectors="demonstration"`` memory of the same history
 
 Usage:
     .venv/bin/python tools/probe_decisions.py --store runs/probe_store
-    .venv/bin/python tools/probe_decisions.py --coefficients 1,4 --bands late --span
+    .venv/bin/python tools/probe_decisions.py --coefficients 1,4 --bands late
     .venv/bin/python tools/probe_decisions.py --demo-vectors --bands middle+late
 """
 
@@ -38,8 +38,8 @@ from fints_agent.calls import example_value, render_call, to_tool_specs
 from fints_agent.config import Preset
 from fints_agent.engine import TurnEngine
 from fints_agent.eval.dataset import load_records
+from fints_agent.eval.dev_split import layer_bands, tuning_split
 from fints_agent.eval.personal import history_memory, machine_info
-from fints_agent.eval.tune import layer_bands, tuning_split
 from fints_agent.models import load_model
 from fints_agent.steering import SteeringVector, steer
 from fints_agent.turn import TurnRequest
@@ -162,7 +162,6 @@ def attach_key_vectors(lm: Any, memory: Any, items: list[Decision]) -> None:
     the differing tokens only; the vectors are mixed with the retrieval weights of the
     trajectories that have the argument.
     """
-    from fints_agent.steering.contrast import contrastive_vectors
 
     renderer = memory.renderer
     wanted: dict[tuple[str, str], tuple[str, str, list[str]]] = {}
@@ -193,15 +192,11 @@ def attach_key_vectors(lm: Any, memory: Any, items: list[Decision]) -> None:
         return
     sample = next(i for i in items if i.kind == "arg")
     order = list(wanted)
-    vectors = contrastive_vectors(
+    vectors = _span_contrasts(
         lm,
-        [wanted[k][0] for k in order],
-        [wanted[k][1] for k in order],
-        [wanted[k][2] for k in order],
+        [wanted[k] for k in order],
         list(sample.vector.layers),
         sample.vector.sites,
-        skip_shared_prefix=True,
-        skip_shared_suffix=True,
     )
     by_key = dict(zip(order, vectors, strict=True))
     for item in items:
@@ -283,7 +278,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev-per-user", type=int, default=3)
     parser.add_argument("--coefficients", default="1,4,10")
     parser.add_argument("--bands", default="middle+late,late", help="names from layer_bands()")
-    parser.add_argument("--span", action="store_true", help="vectors over the differing span only")
     parser.add_argument(
         "--key-vectors",
         action="store_true",
@@ -303,8 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [b for b in args.bands.split(",") if b not in bands]
     if unknown:
         parser.error(f"unknown bands {unknown}; use {sorted(bands)}")
-    options = {"skip_shared_prefix": True, "skip_shared_suffix": True} if args.span else None
-    with history_memory(lm, ingest, store=args.store, options=options) as (memory, _):
+    with history_memory(lm, ingest, store=args.store) as (memory, _):
         engine = TurnEngine(lm, memory, Preset.for_model(lm.fingerprint))
         items = decisions(lm, engine, dev)
         if args.key_vectors:
@@ -328,7 +321,6 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "model": lm.name,
-                "span": args.span,
                 "dev_records": len(dev),
                 "decisions": len(items),
                 "arg_decisions_with_key_vector": sum(i.key_vector is not None for i in items),
@@ -343,3 +335,44 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _span_contrasts(
+    lm: Any, triples: list[tuple[str, str, list[str]]], layers: list[int], sites: Any
+) -> list[SteeringVector]:
+    """Contrastive vectors averaged only over the span where each answer differs from the
+    other (``"fahrenheit"`` against ``"celsius"``, not the whole call): the chosen answer
+    minus the mean of its rejected ones, each pair over its own differing span."""
+    from fints_agent.prefix_cache import common_prefix
+    from fints_agent.steering import capture_answer_means
+
+    def ids(text: str) -> list[int]:
+        return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def shared_tail(a: list[int], b: list[int], limit: int) -> int:
+        n = 0
+        while n < limit and a[-1 - n] == b[-1 - n]:
+            n += 1
+        return n
+
+    out = []
+    for prompt, chosen, rejected in triples:
+        c = ids(chosen)
+        rows = []
+        for r in rejected:
+            rid = ids(r)
+            head = common_prefix(c, rid)
+            tail = shared_tail(c, rid, min(len(c), len(rid)) - head)
+            means = capture_answer_means(
+                lm,
+                [prompt, prompt],
+                [chosen, r],
+                layers,
+                sites,
+                answer_offsets=[head, head],
+                answer_tails=[tail, tail],
+            )
+            rows.append(means[0] - means[1])
+        tensor = torch.stack(rows).mean(0)
+        out.append(SteeringVector(tensor, tuple(layers), tuple(sites), lm.fingerprint))
+    return out

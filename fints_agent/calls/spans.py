@@ -3,11 +3,12 @@
 Most free-text arguments of web-API calls are copied from the request: a search query, a
 place, a contact, a product id. A small model often writes something else there (a placeholder
 such as ``"artist_name"``, a made-up id, a paraphrase). With request-span copying on, the
-grammar allows such a value only as a span of the latest user message: whole words in their
-order, with the text between them as written, optionally ending with the punctuation that
-follows the last word. Case is kept as written: a small model that wants a capitalized name
-otherwise picks any word of the request and capitalizes it ("Today" for the recipient of "Tell
-Ingrid that I'll pick up the kids today").
+grammar allows such a value only as a span of the request (the latest user message, read by
+:func:`fints_agent.calls.request.request_text`): whole words in their order, with the text
+between them as written, optionally ending with the punctuation that follows the last word.
+Case is kept as written: a small model that wants a capitalized name otherwise picks any word of
+the request and capitalizes it ("Today" for the recipient of "Tell Ingrid that I'll pick up the
+kids today").
 
 Which strings are restricted: every ``"type": "string"`` schema that says nothing else about
 its value (no ``enum``, ``const``, ``pattern``, ``format`` or length bound), at any depth (array
@@ -24,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from fints_agent.calls.schema import ToolSpec
+from fints_agent.calls.specs import ToolSpec
 
 MAX_SPAN_WORDS = 12
 """The longest span, in words."""
@@ -38,25 +39,6 @@ _REGEX_SPECIAL = frozenset("\\.^$|?*+()[]{}/-")
 _VALUE_KEYWORDS = frozenset(
     {"enum", "const", "pattern", "format", "minLength", "maxLength", "contentEncoding"}
 )
-
-
-def request_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    """The text of the latest user message (text parts joined; ``""`` if there is none)."""
-    for message in reversed(messages):
-        if message.get("role") not in ("user", "human"):
-            continue
-        content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            parts = [
-                p.get("text", "") if isinstance(p, Mapping) else p
-                for p in content
-                if isinstance(p, str) or (isinstance(p, Mapping) and p.get("type") == "text")
-            ]
-            return " ".join(p for p in parts if isinstance(p, str))
-        return ""
-    return ""
 
 
 def _words(text: str) -> list[tuple[int, int, int] | None]:

@@ -12,6 +12,8 @@ validating (a request to any address a tool schema names, at run time).
 - :func:`schema_validator`: a cached Draft 2020-12 validator (optionally for a part of a larger
   schema, whose references resolve against the whole).
 - :func:`resolve_reference`: the subschema a local reference names.
+- :func:`follow_references`: the schema a node stands for once its local ``$ref`` pointers are
+  followed, leniently (for reading a schema, not checking it).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "REFERENCE_KEYWORDS",
     "check_references",
     "check_schema",
+    "follow_references",
     "local_references",
     "local_resolver",
     "resolve_reference",
@@ -118,6 +121,41 @@ def resolve_reference(root: Any, ref: str) -> Any:
         return local_resolver(root).lookup(ref).contents
     except Unresolvable as exc:
         raise ToolSchemaError(f"reference {ref!r} names nothing in the schema ({exc})") from exc
+
+
+def follow_references(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Follow local ``$ref`` pointers (and single-element ``allOf``) to the schema they name.
+
+    A JSON pointer that names nothing (or a reference that is not a JSON pointer) stops the walk:
+    the schema reached so far is returned. Used where a schema is read rather than checked
+    (ordering arguments, classifying generated text).
+
+    Args:
+        schema: A node of ``root``.
+        root: The whole schema, that ``#/...`` pointers are resolved against.
+
+    Returns:
+        The schema the node stands for.
+    """
+    for _ in range(32):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#"):
+            target: Any = root
+            for part in ref[1:].split("/"):
+                if not part:
+                    continue
+                part = part.replace("~1", "/").replace("~0", "~")
+                target = target.get(part) if isinstance(target, Mapping) else None
+            if not isinstance(target, Mapping):
+                return schema
+            schema = target
+            continue
+        all_of = schema.get("allOf")
+        if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], Mapping):
+            schema = all_of[0]
+            continue
+        return schema
+    return schema
 
 
 def check_references(schema: Any) -> None:

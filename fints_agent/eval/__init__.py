@@ -4,6 +4,14 @@
 * :mod:`fints_agent.eval.scoring`: per-call scores and their summary.
 * :mod:`fints_agent.eval.bfcl`: BFCL cases, tool conversion and the official AST checker
   (needs ``fints-agent setup --eval``; imported lazily).
+* :mod:`fints_agent.eval.personal`: the personalized benchmark (methods, recorded history
+  memories and their cache, batched answering, summaries, the run).
+* :mod:`fints_agent.eval.run_bfcl`: BFCL answered by the local model, and the "no harm" check.
+* :mod:`fints_agent.eval.dev_split` and :mod:`fints_agent.eval.tune`: tuning the model's preset
+  on held-out history records.
+* :mod:`fints_agent.eval.plots`: plots of per-turn rows.
+* :mod:`fints_agent.eval.cli` and :mod:`fints_agent.eval.commands`: ``fints-agent eval`` and
+  ``fints-agent tune`` (arguments, and what the commands do).
 """
 
 from __future__ import annotations

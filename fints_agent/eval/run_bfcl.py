@@ -21,16 +21,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fints_agent.config import DEFAULT_RETRIEVAL
 from fints_agent.eval.bfcl import BfclCase, evaluate_bfcl, load_bfcl
 
 if TYPE_CHECKING:
     from fints_agent.config import Preset
     from fints_agent.engine import TurnEngine
-    from fints_agent.turn import TurnRequest, TurnResult
     from fints_agent.eval.dataset import PersonalRecord
     from fints_agent.memory import Embedder
     from fints_agent.models import LoadedModel
     from fints_agent.steering.vector import SteeringVector
+    from fints_agent.turn import TurnRequest, TurnResult
 
 __all__ = [
     "NO_HARM_TOLERANCE",
@@ -57,7 +58,6 @@ class _FixedRetrieval:
     weights: list[float] = field(default_factory=list)
     similarities: list[float] = field(default_factory=list)
     examples: list[tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
-    tool_share: float = 1.0
     value_vector: SteeringVector | None = None
 
 
@@ -87,8 +87,8 @@ class FixedVectorMemory:
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
-        k: int = 5,
-        temperature: float = 0.1,
+        k: int = DEFAULT_RETRIEVAL.k,
+        temperature: float = DEFAULT_RETRIEVAL.softmax_temperature,
         min_similarity: float | None = None,
         recency_half_life: float | None = None,
     ) -> _FixedRetrieval:

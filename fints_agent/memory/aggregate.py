@@ -2,7 +2,7 @@
 
 Pure functions, no storage. Given the cosine similarities ``s_i`` of the current request to the
 user's retrieved trajectories (top-k), the Fints weights are ``softmax(s / T)`` (default
-``T = 0.1``) or a plain mean. An optional recency term multiplies each weight by
+``T = 0.1``). An optional recency term multiplies each weight by
 ``2 ** (-age_i / half_life)`` (age in the user's turns, or in seconds) before normalizing, which
 is the same as adding ``-ln(2) * age_i / half_life`` to the softmax logits.
 
@@ -22,11 +22,11 @@ from typing import Literal
 
 import numpy as np
 
+from fints_agent.config import DEFAULT_RETRIEVAL
 from fints_agent.steering.vector import SteeringVector
 
 __all__ = [
     "Recency",
-    "Weighting",
     "aggregate",
     "aggregate_flat",
     "log_decay",
@@ -34,9 +34,6 @@ __all__ = [
     "select_top",
     "softmax",
 ]
-
-Weighting = Literal["softmax", "mean"]
-"""``"softmax"``: ``softmax(similarity / T)``; ``"mean"``: equal weights."""
 
 
 @dataclass(frozen=True)
@@ -89,17 +86,10 @@ def log_decay(ages: Sequence[float] | np.ndarray, half_life: float) -> np.ndarra
     return np.asarray(-math.log(2.0) * a / half_life, dtype=np.float64)
 
 
-def _logits(
-    similarities: np.ndarray, temperature: float, weighting: Weighting, decay: np.ndarray | None
-) -> np.ndarray:
-    if weighting == "softmax":
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        logits = similarities / temperature
-    elif weighting == "mean":
-        logits = np.zeros_like(similarities)
-    else:
-        raise ValueError(f"weighting must be 'softmax' or 'mean', got {weighting!r}")
+def _logits(similarities: np.ndarray, temperature: float, decay: np.ndarray | None) -> np.ndarray:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = similarities / temperature
     if decay is not None:
         if decay.shape != similarities.shape:
             raise ValueError(f"{decay.size} decay terms for {similarities.size} similarities")
@@ -110,36 +100,33 @@ def _logits(
 def mix_weights(
     similarities: Sequence[float] | np.ndarray,
     *,
-    temperature: float = 0.1,
-    weighting: Weighting = "softmax",
+    temperature: float = DEFAULT_RETRIEVAL.softmax_temperature,
     decay: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
     """Weights (summing to 1) for retrieved trajectories.
 
     Args:
         similarities: Cosine similarity of each trajectory to the current request.
-        temperature: Softmax temperature (``weighting="softmax"`` only).
-        weighting: ``"softmax"`` or ``"mean"``.
+        temperature: Softmax temperature.
         decay: Optional log-weight added per trajectory (see :func:`log_decay`).
 
     Raises:
-        ValueError: Empty input, non-positive temperature, unknown weighting.
+        ValueError: Empty input, non-positive temperature.
 
     Example:
-        >>> mix_weights([0.5, 0.5], weighting="mean").tolist()
+        >>> mix_weights([0.5, 0.5]).tolist()
         [0.5, 0.5]
     """
     s = np.asarray(similarities, dtype=np.float64)
     d = None if decay is None else np.asarray(decay, dtype=np.float64)
-    return softmax(_logits(s, temperature, weighting, d))
+    return softmax(_logits(s, temperature, d))
 
 
 def select_top(
     similarities: Sequence[float] | np.ndarray,
     k: int,
     *,
-    temperature: float = 0.1,
-    weighting: Weighting = "softmax",
+    temperature: float = DEFAULT_RETRIEVAL.softmax_temperature,
     decay: Sequence[float] | np.ndarray | None = None,
 ) -> list[int]:
     """Indices of the ``k`` candidates with the largest weight logits, best first.
@@ -156,8 +143,7 @@ def select_top(
     if s.size == 0:
         return []
     d = None if decay is None else np.asarray(decay, dtype=np.float64)
-    # Rank by similarity/T plus decay even for the plain mean, so ties break on similarity.
-    logits = _logits(s, temperature if weighting == "softmax" else 1.0, "softmax", d)
+    logits = _logits(s, temperature, d)
     order = np.lexsort((-s, -logits))  # by logit, then by similarity
     return [int(i) for i in order[:k]]
 

@@ -43,13 +43,11 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from fints_agent.memory.memory import Memory
 from fints_agent.memory.negatives import MemoryInputError
-from fints_agent.memory.recording import TrajectoryInput
-
-if TYPE_CHECKING:
-    from fints_agent.memory import Memory
+from fints_agent.memory.trajectory import TrajectoryInput
 
 __all__ = ["BackgroundRecorder", "RecorderClosedError"]
 
@@ -173,7 +171,7 @@ class BackgroundRecorder:
         inp = item if isinstance(item, TrajectoryInput) else TrajectoryInput.from_dict(item)
         if inp.created_at is None:
             inp = replace(inp, created_at=time.time())
-        self.memory._prepare(inp)  # raises on bad input; nothing is queued
+        self.memory.recorder.prepare(inp)  # raises on bad input; nothing is queued
         job = _Job(inp, Future())
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
@@ -194,8 +192,8 @@ class BackgroundRecorder:
         user_id: str,
         messages: Sequence[Mapping[str, Any]],
         tools: Sequence[Any],
-        chosen_call: Any,
-        rejected_calls: Sequence[Any] | None = None,
+        chosen: Any,
+        rejected: Sequence[Any] | None = None,
         *,
         supersedes: str | None = None,
         created_at: float | None = None,
@@ -208,9 +206,7 @@ class BackgroundRecorder:
             ...                 "arguments": {"city": "Oslo"}}).result()
             '3f2c...'
         """
-        item = TrajectoryInput(
-            user_id, messages, tools, chosen_call, rejected_calls, supersedes, created_at
-        )
+        item = TrajectoryInput(user_id, messages, tools, chosen, rejected, supersedes, created_at)
         return self.submit(item, timeout=timeout)
 
     # -- waiting and stopping -------------------------------------------------------------------

@@ -11,7 +11,6 @@ Examples:
     fints-agent memory forget alice --yes
     fints-agent memory delete alice 3f2c9a...
     fints-agent memory recover --store ./memory
-    fints-agent memory upgrade --store ./memory   # a store written by an older version
 
 An export file starts with a header line (user, trajectory count, model layout and the SHA-256
 of the lines after it); ``import`` checks all of it before writing anything, and refuses files
@@ -49,7 +48,8 @@ def default_store() -> str:
 
 
 def _open(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
-    from fints_agent.memory.store import StoreError, TrajectoryStore
+    from fints_agent.memory.errors import StoreError
+    from fints_agent.memory.store import TrajectoryStore
 
     location = args.store or default_store()
     if must_exist and "://" not in location and not os.path.isdir(location):
@@ -148,21 +148,9 @@ def _cmd_recover(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_upgrade(args: argparse.Namespace) -> int:
-    store = _open(args)
-    users = [args.user] if args.user is not None else store.users()
-    filled = sum(store.fill_tool_contrasts(u) for u in users)
-    _print(
-        args,
-        {"users": len(users), "filled": filled},
-        f"{len(users)} users; tool-contrast flags filled on {filled} trajectories",
-    )
-    return 0
-
-
 def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
-        from fints_agent.memory.store import StoreError
+        from fints_agent.memory.errors import StoreError
 
         try:
             return handler(args)
@@ -175,7 +163,7 @@ def _guard(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
 
 def add_memory_commands(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``memory {stats,list,forget,delete,export,import,recover,upgrade}``.
+    """Register ``memory {stats,list,forget,delete,export,import,recover}``.
 
     Each command sets ``func``: call ``args.func(args)``, which returns an exit code.
 
@@ -260,12 +248,6 @@ def add_memory_commands(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--grace", type=float, default=0.0, help="skip operations younger than this")
     p.add_argument("--full", action="store_true", help="also cross-check every user")
     p.set_defaults(func=_guard(_cmd_recover))
-
-    p = sub.add_parser(
-        "upgrade", parents=[common], help="fill in what a store of an older version lacks"
-    )
-    p.add_argument("--user", default=None, help="only this user (default: every user)")
-    p.set_defaults(func=_guard(_cmd_upgrade))
     return memory
 
 

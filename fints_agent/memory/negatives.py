@@ -35,11 +35,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fints_agent.calls.format import order_arguments
-from fints_agent.calls.schema import (
+from fints_agent.calls import (
     ToolSchemaError,
     ToolSpec,
     example_value,
+    order_arguments,
     to_tool_specs,
     validate_arguments,
 )
@@ -52,10 +52,10 @@ __all__ = [
     "MemoryInputError",
     "build_negatives",
     "call_choices",
+    "contrasts_tool",
     "fill_arguments",
     "normalize_call",
     "plain_messages",
-    "request_text",
     "tool_specs",
 ]
 
@@ -95,7 +95,7 @@ class Call:
 
 
 def tool_specs(tools: Sequence[Any] | None) -> list[ToolSpec]:
-    """Tool specs from any tool form :func:`fints_agent.calls.schema.to_tool_specs` accepts.
+    """Tool specs from any tool form :func:`fints_agent.calls.specs.to_tool_specs` accepts.
 
     Raises:
         MemoryInputError: A tool cannot be read.
@@ -132,26 +132,6 @@ def plain_messages(messages: Any) -> list[dict[str, Any]]:
         else:
             raise MemoryInputError(f"a message must be a dict, got {type(m).__name__}")
     return out
-
-
-def request_text(messages: Any) -> str:
-    """The text a trajectory is retrieved by: the last user message (else the last message).
-
-    Raises:
-        MemoryInputError: ``messages`` is not a sequence of messages.
-    """
-    plain = plain_messages(messages)
-    chosen = next((m for m in reversed(plain) if m.get("role") == "user"), None)
-    if chosen is None and plain:
-        chosen = plain[-1]
-    if chosen is None:
-        return ""
-    content = chosen.get("content") or ""
-    if isinstance(content, list):  # content blocks: keep the text parts
-        content = " ".join(
-            str(b.get("text", "")) if isinstance(b, Mapping) else str(b) for b in content
-        )
-    return str(content).strip()
 
 
 def normalize_call(call: Any, specs: Sequence[ToolSpec], *, what: str = "call") -> Call:
@@ -233,6 +213,20 @@ def call_choices(call: Call, spec: ToolSpec) -> dict[str, Any]:
     """The call's values of enum and boolean arguments (its preferences, not copied text)."""
     props = _properties(spec)
     return {k: v for k, v in call.arguments.items() if _is_choice(props.get(k))}
+
+
+def contrasts_tool(chosen: Mapping[str, Any], rejected: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a rejected call names another tool than the chosen call.
+
+    A trajectory whose rejected calls all use the chosen tool contrasts only argument values:
+    its vector says nothing about which tool to call.
+
+    Example:
+        >>> contrasts_tool({"name": "a"}, [{"name": "a"}, {"name": "b"}])
+        True
+    """
+    name = chosen.get("name")
+    return any(r.get("name") != name for r in rejected)
 
 
 def fill_arguments(

@@ -15,19 +15,11 @@ from collections.abc import Callable, Sequence
 import torch
 
 from fints_agent.models import LoadedModel
-from fints_agent.prefix_cache import common_prefix
 from fints_agent.steering.capture import CapturePlan, Text, _ids
 from fints_agent.steering.layers import SITES, Site
 from fints_agent.steering.vector import SteeringVector
 
 __all__ = ["contrastive_vectors", "plan_contrastive"]
-
-
-def _common_suffix(a: list[int], b: list[int], limit: int) -> int:
-    n = 0
-    while n < limit and a[-1 - n] == b[-1 - n]:
-        n += 1
-    return n
 
 
 def contrastive_vectors(
@@ -39,8 +31,6 @@ def contrastive_vectors(
     sites: Sequence[Site] = SITES,
     *,
     batch_size: int = 8,
-    skip_shared_prefix: bool = False,
-    skip_shared_suffix: bool = False,
     prefixes: Sequence[Text | None] | None = None,
 ) -> list[SteeringVector]:
     """One contrastive steering vector per (prompt, chosen, rejected answers) triple.
@@ -53,12 +43,6 @@ def contrastive_vectors(
         layers: Decoder layers (default: all).
         sites: Sites to capture.
         batch_size: Pairs per forward pass.
-        skip_shared_prefix: Average only from the first token where chosen and rejected answers
-            differ (their shared prefix, such as ``{"name": "``, carries no preference).
-        skip_shared_suffix: Average only up to the last token where they differ (a shared
-            suffix such as ``"}}</tool_call>``). With both, each answer is averaged over the span
-            where it differs from the other: ``"fahrenheit"`` against ``"celsius"``, not the whole
-            call, so the vector is the decision itself, not diluted by the call's length.
         prefixes: Per prompt, its cacheable prefix (the system prompt and tools; see
             :func:`~fints_agent.steering.capture.capture_answer_means`).
 
@@ -72,8 +56,6 @@ def contrastive_vectors(
         prompts,
         chosen,
         rejected,
-        skip_shared_prefix=skip_shared_prefix,
-        skip_shared_suffix=skip_shared_suffix,
         prefixes=prefixes,
     )
     return finish(plan.run())
@@ -85,8 +67,6 @@ def plan_contrastive(
     chosen: Sequence[Text],
     rejected: Sequence[Sequence[Text]],
     *,
-    skip_shared_prefix: bool = False,
-    skip_shared_suffix: bool = False,
     prefixes: Sequence[Text | None] | None = None,
 ) -> Callable[[torch.Tensor], list[SteeringVector]]:
     """Queue the pairs of :func:`contrastive_vectors` on a plan; returns the function that
@@ -108,16 +88,11 @@ def plan_contrastive(
             raise ValueError(f"trajectory {i} has no rejected answers")
         c_ids = _ids(tok, c)
         r_ids = [_ids(tok, r) for r in rs]
-        heads = [common_prefix(c_ids, r) if skip_shared_prefix else 0 for r in r_ids]
-        ends = [
-            _common_suffix(c_ids, r, min(len(c_ids), len(r)) - h) if skip_shared_suffix else 0
-            for r, h in zip(r_ids, heads, strict=True)
-        ]
         group = ("contrast", base, i)  # a trajectory's pairs share their prefix
         prefix = None if prefixes is None else prefixes[i]
-        row = plan.add(p, c_ids, offset=min(heads), tail=min(ends), group=group, prefix=prefix)
-        for r, h, e in zip(r_ids, heads, ends, strict=True):
-            plan.add(p, r, offset=h, tail=e, group=group, prefix=prefix)
+        row = plan.add(p, c_ids, group=group, prefix=prefix)
+        for r in r_ids:
+            plan.add(p, r, group=group, prefix=prefix)
         spans.append((row, len(rs)))
 
     def finish(means: torch.Tensor) -> list[SteeringVector]:

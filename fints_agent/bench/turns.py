@@ -1,225 +1,22 @@
-"""Speed figures, printed as JSON: decode rates with and without steering, load times.
-
-Ratios are measured in one run, alternating the variants, because shared machines are noisy.
-Run with ``fints-agent bench`` (all sections) or ``fints-agent bench --only steering``.
-"""
+"""Turn and recording speed: personalization overhead, recording with and without prefix
+sharing, turn latency with and without the prefix cache, batched turns."""
 
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from fints_agent.decoding import decode
-from fints_agent.models import LoadedModel, load_model
-from fints_agent.steering.vector import SteeringVector
+from fints_agent.bench.data import RIDE_TOOL, WEATHER_TOOL, dataset_records
+from fints_agent.models import LoadedModel
 
-__all__ = [
-    "SECTIONS",
-    "bench_batch",
-    "bench_constrained",
-    "bench_load",
-    "bench_memory",
-    "bench_peer",
-    "bench_personalization",
-    "bench_recording",
-    "bench_steering",
-    "bench_turns",
-    "run_bench",
-    "timed_rate",
-]
-
-SECTIONS = (
-    "load",
-    "steering",
-    "peer",
-    "constrained",
-    "recording",
-    "turns",
-    "batch",
-    "personalization",
-    "memory",
-)
-
-BENCH_PROMPT = [
-    {"role": "user", "content": "Plan a weekend trip to Oslo: list what to pack and why."}
-]
-
-
-def timed_rate(run: Callable[[], int]) -> float:
-    """Tokens per second of one call of ``run`` (which returns the tokens it generated)."""
-    start = time.perf_counter()
-    n = run()
-    return n / (time.perf_counter() - start)
-
-
-def _alternate(variants: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
-    rates: dict[str, list[float]] = {k: [] for k in variants}
-    for run in variants.values():  # warm-up
-        run()
-    for _ in range(repeats):
-        for k, run in variants.items():
-            rates[k].append(timed_rate(run))
-    return {k: statistics.median(v) for k, v in rates.items()}
-
-
-def _greedy(lm: LoadedModel, prompt: str, n: int, **kwargs: Any) -> Callable[[], int]:
-    def run() -> int:
-        steps = 0
-        for _ in decode(lm, [prompt], max_new_tokens=n, stop_at_eos=False, **kwargs):
-            steps += 1
-        return steps
-
-    return run
-
-
-def bench_steering(lm: LoadedModel, *, tokens: int = 48, repeats: int = 5) -> dict[str, Any]:
-    """Greedy decode tokens/s unsteered vs steered on all layers and both sites."""
-    prompt = str(
-        lm.tokenizer.apply_chat_template(BENCH_PROMPT, tokenize=False, add_generation_prompt=True)
-    )
-    torch.manual_seed(0)
-    layers = tuple(range(lm.num_layers))
-    vector = SteeringVector(
-        0.01 * torch.randn(len(layers), 2, lm.d_model), layers, ("attn", "mlp"), lm.fingerprint
-    )
-    rates = _alternate(
-        {
-            "unsteered": _greedy(lm, prompt, tokens),
-            "steered": _greedy(lm, prompt, tokens, vectors=vector, coefficients=1.0),
-        },
-        repeats,
-    )
-    return {
-        "decode_tokens_per_s_unsteered": round(rates["unsteered"], 2),
-        "decode_tokens_per_s_steered": round(rates["steered"], 2),
-        "steered_over_unsteered": round(rates["steered"] / rates["unsteered"], 3),
-        "steered_layers": len(layers),
-        "steered_sites": ["attn", "mlp"],
-        "tokens_per_run": tokens,
-        "repeats": repeats,
-    }
-
-
-def bench_peer(lm: LoadedModel, *, tokens: int = 48, repeats: int = 5) -> dict[str, Any]:
-    """Greedy decode tokens/s of this project's loop against plain ``transformers``
-    ``generate()`` on the same model and prompt (what ``ChatHuggingFace`` runs)."""
-    prompt = str(
-        lm.tokenizer.apply_chat_template(BENCH_PROMPT, tokenize=False, add_generation_prompt=True)
-    )
-    ids = lm.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(lm.device)
-
-    def generate() -> int:
-        with torch.inference_mode():
-            out = lm.model.generate(  # type: ignore[operator]
-                **ids,
-                max_new_tokens=tokens,
-                min_new_tokens=tokens,
-                do_sample=False,
-                pad_token_id=lm.tokenizer.pad_token_id,
-            )
-        return int(out.shape[1] - ids["input_ids"].shape[1])
-
-    rates = _alternate({"fints": _greedy(lm, prompt, tokens), "generate": generate}, repeats)
-    return {
-        "decode_tokens_per_s_fints": round(rates["fints"], 2),
-        "decode_tokens_per_s_transformers_generate": round(rates["generate"], 2),
-        "fints_over_generate": round(rates["fints"] / rates["generate"], 3),
-        "tokens_per_run": tokens,
-        "repeats": repeats,
-    }
-
-
-_WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather forecast for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string"},
-                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-                "days": {"type": "integer", "minimum": 1, "maximum": 14},
-            },
-            "required": ["city", "units", "days"],
-        },
-    },
-}
-_RIDE = {
-    "type": "function",
-    "function": {
-        "name": "book_ride",
-        "description": "Book a taxi ride.",
-        "parameters": {
-            "type": "object",
-            "properties": {"pickup": {"type": "string"}, "dropoff": {"type": "string"}},
-            "required": ["pickup", "dropoff"],
-        },
-    },
-}
-
-
-def bench_constrained(lm: LoadedModel, *, repeats: int = 5) -> dict[str, Any]:
-    """Decode tokens/s of a tool call: grammar-constrained (with jump-forward) vs free."""
-    from fints_agent.calls import CallGrammar, ConstrainedDecoder, get_compiler, to_tool_specs
-    from fints_agent.decoding import DecodeStats, stop_token_ids
-    from fints_agent.prompting import PromptRenderer
-
-    specs = to_tool_specs([_WEATHER, _RIDE])
-    renderer = PromptRenderer(lm.tokenizer)
-    prompt = renderer.render_prompt(
-        [{"role": "user", "content": "Weather in Oslo for the next 3 days, in celsius?"}],
-        [_WEATHER, _RIDE],
-    )
-    compiler = get_compiler(
-        lm.tokenizer, int(lm.model.config.vocab_size), stop_token_ids=sorted(stop_token_ids(lm))
-    )
-    grammar = CallGrammar.build(compiler, specs, "required", parallel=False)
-    assert grammar is not None
-    counts: dict[str, int] = {}
-
-    def constrained(jump: bool) -> Callable[[], int]:
-        def run() -> int:
-            stats = DecodeStats()
-            decoder = ConstrainedDecoder(grammar, 1)
-            steps = decode(
-                lm, [prompt], max_new_tokens=64, constraint=decoder, jump_forward=jump, stats=stats
-            )
-            for _ in steps:
-                pass
-            counts["call_tokens"] = stats.generated_tokens[0]
-            return stats.generated_tokens[0]
-
-        return run
-
-    rates = _alternate(
-        {
-            "free": _greedy(lm, prompt, 40),
-            "constrained": constrained(False),
-            "constrained_jump": constrained(True),
-        },
-        repeats,
-    )
-    return {
-        "decode_tokens_per_s_free": round(rates["free"], 2),
-        "decode_tokens_per_s_constrained": round(rates["constrained"], 2),
-        "decode_tokens_per_s_constrained_jump_forward": round(rates["constrained_jump"], 2),
-        "constrained_over_free": round(rates["constrained"] / rates["free"], 3),
-        "constrained_jump_forward_over_free": round(rates["constrained_jump"] / rates["free"], 3),
-        "call_tokens": counts.get("call_tokens"),
-        "repeats": repeats,
-    }
+__all__ = ["bench_batch", "bench_personalization", "bench_recording", "bench_turns"]
 
 
 def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
@@ -239,7 +36,7 @@ def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
                 {
                     "user_id": "u",
                     "messages": [{"role": "user", "content": f"Weather in {c} for 2 days?"}],
-                    "tools": [_WEATHER, _RIDE],
+                    "tools": [WEATHER_TOOL, RIDE_TOOL],
                     "chosen": {
                         "name": "get_weather",
                         "arguments": {"city": c, "units": "fahrenheit", "days": 2},
@@ -253,7 +50,7 @@ def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
         # prompt (``steer_prompt``), a steered turn also loses the prefix cache.
         preset = Preset.for_model(lm.fingerprint).replace(min_similarity=0.0, layers=None)
         engine = TurnEngine(lm, memory, preset)
-        specs = to_tool_specs([_WEATHER, _RIDE])
+        specs = to_tool_specs([WEATHER_TOOL, RIDE_TOOL])
         steered: list[tuple[float, int]] = []
         plain: list[tuple[float, int]] = []
         retrieval: list[float] = []
@@ -289,32 +86,6 @@ def bench_personalization(lm: LoadedModel, *, turns: int = 6) -> dict[str, Any]:
         "personalization_share_of_turn": round(max(0.0, per_token - per_token_base) / per_token, 3),
         "turns": turns,
     }
-
-
-def _dataset_records(split: str, users: int) -> list[dict[str, Any]]:
-    """Records of the first users of the personal web-API dataset (source checkout), else of
-    a small built-in weather/ride set."""
-    path = Path(__file__).resolve().parent.parent / "examples" / "data" / "personal_webapi.jsonl"
-    if path.is_file():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    else:
-        rows = [
-            {
-                "user_id": f"u{i % 4}",
-                "split": "history" if i < 24 else "test",
-                "messages": [{"role": "user", "content": f"Weather in {c} for {d} days?"}],
-                "tools": [_WEATHER, _RIDE],
-                "chosen": {
-                    "name": "get_weather",
-                    "arguments": {"city": c, "units": ("celsius", "fahrenheit")[i % 2], "days": d},
-                },
-            }
-            for i, (c, d) in enumerate(
-                (c, d) for d in (2, 3, 4, 5) for c in ("Oslo", "Paris", "Rome", "Lima", "Kyiv")
-            )
-        ]
-    keep = list(dict.fromkeys(r["user_id"] for r in rows))[:users]
-    return [r for r in rows if r["user_id"] in keep and r.get("split", "history") == split]
 
 
 @contextmanager
@@ -358,7 +129,7 @@ def bench_recording(lm: LoadedModel, *, trajectories: int = 8) -> dict[str, Any]
     from fints_agent.memory import Memory, TrajectoryStore
     from fints_agent.prefix_cache import PrefixCache
 
-    rows = _dataset_records("history", 12)[:trajectories]
+    rows = dataset_records("history", 12)[:trajectories]
     out: dict[str, Any] = {"trajectories": len(rows)}
     saved = lm.prefix_cache
     kinds: tuple[VectorKind, ...] = ("split", "contrast")
@@ -422,7 +193,7 @@ def bench_turns(
     from fints_agent.turn import TurnRequest
 
     preset = preset or Preset.for_model(lm.fingerprint)
-    tests = _dataset_records("test", users)[:turns]
+    tests = dataset_records("test", users)[:turns]
     saved = lm.prefix_cache
     times: dict[str, list[float]] = {"cached": [], "uncached": []}
     tokens: dict[str, list[int]] = {"cached": [], "uncached": []}
@@ -434,7 +205,7 @@ def bench_turns(
             layers=preset.steering.layers,
             vectors=preset.vector_kind,
         )
-        memory.record_many(_dataset_records("history", users), progress=False)
+        memory.record_many(dataset_records("history", users), progress=False)
         engine = TurnEngine(lm, memory, preset)
         caches = {"cached": saved, "uncached": PrefixCache(max_bytes=0)}
         try:
@@ -477,10 +248,10 @@ def bench_batch(lm: LoadedModel, *, users: int = 8, repeats: int = 3) -> dict[st
 
     from fints_agent.chat_model import FintsChatModel
 
-    rows = _dataset_records("test", 64)
+    rows = dataset_records("test", 64)
     firsts = list({r["user_id"]: r for r in reversed(rows)}.values())[:users]
     llm = FintsChatModel(model=lm.name, personalization="none", max_batch_size=users)
-    shared = llm.bind_tools([_WEATHER, _RIDE], tool_choice="any")
+    shared = llm.bind_tools([WEATHER_TOOL, RIDE_TOOL], tool_choice="any")
     requests = [r["messages"][-1]["content"] for r in firsts]
     configs: list[Any] = [{"configurable": {"user_id": r["user_id"]}} for r in firsts]
     own = [llm.bind_tools(r["tools"], tool_choice="any") for r in firsts]
@@ -528,76 +299,3 @@ def bench_batch(lm: LoadedModel, *, users: int = 8, repeats: int = 3) -> dict[st
         == out["invoke_loop_own_tools"],
         "repeats": repeats,
     }
-
-
-def bench_memory() -> dict[str, Any]:
-    """The memory benchmark (``tools/bench_memory.py``) when run from a source checkout."""
-    script = Path(__file__).resolve().parent.parent / "tools" / "bench_memory.py"
-    if not script.is_file():
-        return {"skipped": "tools/bench_memory.py not found (run from a source checkout)"}
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "memory.json"
-        subprocess.run(
-            [sys.executable, str(script), "--only", "latency,ingestion", "--out", str(out)],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        data: dict[str, Any] = json.loads(out.read_text())
-    return data
-
-
-_LOAD_SNIPPET = (
-    "import time,json;t=time.perf_counter();from fints_agent.models import load_model;"
-    "lm=load_model();print(json.dumps({'seconds':lm.load_seconds,'source':lm.source}))"
-)
-
-
-def bench_load() -> dict[str, Any]:
-    """Cold (GGUF de-quantization) and cached load times, each in a fresh process."""
-    out: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "FINTS_AGENT_CACHE": cache, "TQDM_DISABLE": "1"}
-        for label in ("cold", "cached"):
-            proc = subprocess.run(
-                [sys.executable, "-c", _LOAD_SNIPPET],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            result = json.loads(proc.stdout.strip().splitlines()[-1])
-            out[f"load_seconds_{label}"] = round(result["seconds"], 2)
-            out[f"load_source_{label}"] = result["source"]
-    return out
-
-
-def run_bench(sections: list[str]) -> dict[str, Any]:
-    """All requested sections, as one JSON-able dict."""
-    result: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-        },
-    }
-    if "load" in sections:
-        result["load"] = bench_load()
-    lm = load_model()
-    result["model"] = {"name": lm.name, "fingerprint": lm.fingerprint}
-    if "steering" in sections:
-        result["steering"] = bench_steering(lm)
-    if "peer" in sections:
-        result["peer"] = bench_peer(lm)
-    if "constrained" in sections:
-        result["constrained"] = bench_constrained(lm)
-    if "recording" in sections:
-        result["recording"] = bench_recording(lm)
-    if "turns" in sections:
-        result["turns"] = bench_turns(lm)
-    if "batch" in sections:
-        result["batch"] = bench_batch(lm)
-    if "personalization" in sections:
-        result["personalization"] = bench_personalization(lm)
-    if "memory" in sections:
-        result["memory"] = bench_memory()
-    return result
