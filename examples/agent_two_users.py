@@ -25,7 +25,7 @@ tools = [get_transit_directions, book_ride]
 llm = FintsChatModel(memory="./memory", max_tokens=48, copy_strings=True)
 agent = create_agent(llm, tools=tools)
 
-# Feedback: the accepted call (and optionally the rejected ones) steer the user's next turns.
+# Feedback: the chosen call (and optionally the rejected ones) steer the user's next turns.
 llm.record_feedback(
     "alice",
     [("user", "Get me from the office to the station")],
