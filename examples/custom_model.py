@@ -4,15 +4,17 @@
                                                      # model id in the local Hugging Face cache
 
 Without an argument, the example first writes the embedded default model to ./my-model with
-transformers' save_pretrained(), as a stand-in for a model of your own. A model built or
-changed in code (fine-tuned, merged) is given to the chat model the same way: save it first.
+transformers' save_pretrained(), as a stand-in for a model of your own. The model is loaded
+with transformers and given to the chat model as it is (model= and tokenizer=); a directory
+name works too (model="./my-model", with model_kwargs={"device_map": "auto"} or a
+quantization_config passed through to from_pretrained).
 """
 
 import sys
 from pathlib import Path
 
 from langchain_core.tools import tool
-from transformers import AutoConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fints_agent import FintsChatModel, Preset, SteeringConfig, load_model
 
@@ -39,14 +41,15 @@ tools = [get_transit_directions, book_ride]
 # A model without a tuned preset steers with the defaults; this steers the later two thirds of
 # its layers at the deciding tokens, as the default model's preset does. `fints-agent tune
 # --model DIR` finds better settings for the model and saves them as its preset.
-layers = AutoConfig.from_pretrained(model_dir).num_hidden_layers
+model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True)
+tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+layers = model.config.num_hidden_layers
 steering = SteeringConfig(
     layers=list(range(layers // 3, layers)), coefficient=4.0, gate="decisions", steer_prompt=False
 )
 llm = FintsChatModel(
-    model=model_dir,
-    dtype="float32",  # "bfloat16" and device="cuda" on a GPU
-    device="cpu",
+    model=model,  # its dtype and device are the model's own
+    tokenizer=tokenizer,
     steering=steering,
     memory="./memory-custom",  # a memory holds the vectors of one model only
     max_tokens=48,

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import difflib
 import os
 import threading
 import warnings
@@ -42,7 +43,8 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from transformers import PreTrainedModel
 
 from fints_agent.batch_calls import in_cohorts, run_abatch, run_batch
 from fints_agent.batching import (
@@ -67,7 +69,14 @@ from fints_agent.messages import (
     last_chunk,
     to_chat_dicts,
 )
-from fints_agent.models import DEFAULT_MODEL, LoadedModel, cache_dir, load_model
+from fints_agent.models import (
+    DEFAULT_MODEL,
+    LoadedModel,
+    cache_dir,
+    load_model,
+    register_model,
+    wrap_model,
+)
 from fints_agent.turn import Personalization, TurnRequest, TurnResult
 from fints_agent.user_ids import resolve_user_id, with_user_id
 
@@ -78,9 +87,25 @@ __all__ = ["FintsChatModel"]
 
 _memories: dict[tuple[str, str], Any] = {}
 _memories_lock = threading.Lock()
+_LOADER_OPTIONS = frozenset(
+    {"device_map", "quantization_config", "load_in_8bit", "load_in_4bit", "attn_implementation"}
+)
+"""Options of transformers' ``from_pretrained``: they belong in ``model_kwargs``."""
+_IGNORED_OPTIONS = frozenset({"timeout", "max_retries", "streaming", "api_key"})
+"""Standard options of LangChain chat models that mean nothing for a local model (no request
+to time out, retry or authenticate; streaming is chosen per call): accepted, so that code
+written for other chat models runs, and ignored."""
 _batcher_lock = threading.Lock()
 
 _T = TypeVar("_T")
+
+
+def _hint(option: str, known: set[str]) -> str:
+    """An unknown option, with where it belongs or the closest known name."""
+    if option in _LOADER_OPTIONS:
+        return f"{option!r} (a from_pretrained option: pass it in model_kwargs)"
+    close = difflib.get_close_matches(option, sorted(known), n=1)
+    return f"{option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def default_memory_location() -> str:
@@ -100,7 +125,13 @@ class FintsChatModel(BaseChatModel):
         default_factory=lambda: os.environ.get("FINTS_AGENT_MODEL", DEFAULT_MODEL), alias="model"
     )
     """The embedded default model, a local model directory or a locally cached model id
-    (default: ``$FINTS_AGENT_MODEL``, else the embedded SmolLM2-135M-Instruct)."""
+    (default: ``$FINTS_AGENT_MODEL``, else the embedded SmolLM2-135M-Instruct). A model you
+    loaded yourself is given as ``model=`` too: a :class:`~fints_agent.models.LoadedModel`,
+    or a transformers model with ``tokenizer=`` (the field then holds the name it is
+    registered under, see :func:`~fints_agent.models.register_model`)."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """Passed to transformers' ``from_pretrained`` when the model is loaded from a directory
+    or the local cache: ``{"device_map": "auto"}``, a ``quantization_config``..."""
     device: str = "cpu"
     """``cpu``, ``cuda`` or ``cuda:N``."""
     dtype: str = "float32"
@@ -165,6 +196,38 @@ class FintsChatModel(BaseChatModel):
     :meth:`flush_feedback` waits until everything queued is recorded; a process that is killed
     loses only feedback still queued."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _checked_options(cls, data: Any) -> Any:
+        """Refuse misspelled options (naming the closest field); take a model object."""
+        if not isinstance(data, dict):
+            return data
+        known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+        unknown = [k for k in data if k not in known and k not in _IGNORED_OPTIONS | {"tokenizer"}]
+        if unknown:
+            raise ValueError("unknown options: " + ", ".join(_hint(k, known) for k in unknown))
+        data = {k: v for k, v in data.items() if k not in _IGNORED_OPTIONS}
+        given = data.get("model", data.get("model_name"))
+        tokenizer = data.pop("tokenizer", None)
+        if isinstance(given, str) or given is None:
+            if tokenizer is not None:
+                raise ValueError("tokenizer= goes with a model object, not with a model name")
+            return data
+        if isinstance(given, PreTrainedModel):
+            if tokenizer is None:
+                raise ValueError("a transformers model needs its tokenizer: pass tokenizer=")
+            given = wrap_model(given, tokenizer, name=str(given.name_or_path or "custom"))
+        if not isinstance(given, LoadedModel):
+            raise ValueError(
+                f"model= takes a name, a local directory, a LoadedModel or a transformers "
+                f"model; got {type(given).__name__}"
+            )
+        data.pop("model_name", None)
+        data["model"] = register_model(given)
+        data["dtype"] = str(given.dtype).removeprefix("torch.")
+        data["device"] = str(given.device)
+        return data
+
     _memory_obj: Memory | None = PrivateAttr(default=None)
     _engines: dict[tuple[str, str], TurnEngine] = PrivateAttr(default_factory=dict)
     _engines_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
@@ -213,7 +276,12 @@ class FintsChatModel(BaseChatModel):
     # -- engine ------------------------------------------------------------------------------
     def load(self, model: str | None = None) -> LoadedModel:
         """The loaded model (loaded on first use, shared between instances)."""
-        return load_model(model or self.model_name, dtype=self.dtype, device=self.device)
+        return load_model(
+            model or self.model_name,
+            dtype=self.dtype,
+            device=self.device,
+            model_kwargs=self.model_kwargs,
+        )
 
     def preset(self, lm: LoadedModel | None = None) -> Preset:
         """The options turns use: the model's preset with this instance's fields applied."""

@@ -43,6 +43,7 @@ __all__ = [
     "cache_dir",
     "load_model",
     "model_fingerprint",
+    "register_model",
     "wrap_model",
 ]
 
@@ -226,7 +227,7 @@ _DTYPES = {
     "bf16": torch.bfloat16,
 }
 
-_registry: dict[tuple[str, str, str], LoadedModel] = {}
+_registry: dict[tuple[str, str, str, str], LoadedModel] = {}
 _registry_lock = threading.Lock()
 
 
@@ -245,42 +246,45 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     device: str = "cpu",
     shared: bool = True,
+    model_kwargs: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Load a causal LM and its tokenizer, once per (name, dtype, device) when ``shared``.
+    """Load a causal LM and its tokenizer, once per (name, dtype, device, options) when
+    ``shared``. Never reaches the network: a model id must already be in the local Hugging Face
+    cache.
 
     Args:
         name_or_path: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default, else a
-            local directory or a model id already in the local Hugging Face cache.
+            local directory or a model id already in the local Hugging Face cache (or the name
+            a model given to :func:`register_model` was registered under).
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (ignored with a ``device_map``).
         shared: Reuse an already loaded copy of the same model.
+        model_kwargs: Passed to ``AutoModelForCausalLM.from_pretrained`` (for example
+            ``device_map="auto"`` or a ``quantization_config``); not for the embedded default.
 
     Raises:
         ModelLoadError: The model cannot be found or loaded offline, or device/dtype is bad.
     """
     name = name_or_path or DEFAULT_MODEL
     torch_dtype = _resolve_dtype(dtype)
+    options = dict(model_kwargs or {})
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
-    key = (name, str(torch_dtype), device)
+    key = (name, str(torch_dtype), device, repr(sorted(options.items())))
     with _registry_lock:
         if shared and key in _registry:
             return _registry[key]
         start = time.perf_counter()
         if name == DEFAULT_MODEL:
+            if options:
+                raise ModelLoadError(
+                    f"model_kwargs {sorted(options)} apply to a model loaded by transformers, "
+                    "not to the embedded default model"
+                )
             with no_progress_bars():
                 model, tok, source = _load_default(torch_dtype, device)
         else:
-            try:
-                with no_progress_bars():
-                    tok = AutoTokenizer.from_pretrained(name)
-                    model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
-                model = model.to(device)  # type: ignore[arg-type]
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(
-                    f"cannot load model {name!r} offline: {exc}. Give a local directory or a "
-                    "model id already in the local Hugging Face cache."
-                ) from exc
+            model, tok = _load_pretrained(name, torch_dtype, device, options)
             source = "hf"
         model.eval()
         loaded = LoadedModel(
@@ -294,6 +298,80 @@ def load_model(
         if shared:
             _registry[key] = loaded
         return loaded
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """Whether a name can only be a path (a model id is ``name`` or ``org/name``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
+
+
+def _load_pretrained(
+    name: str, dtype: torch.dtype, device: str, options: dict[str, Any]
+) -> tuple[PreTrainedModel, Any]:
+    """A model and tokenizer from a local directory or the local Hugging Face cache."""
+    path = Path(name).expanduser()
+    if not path.exists() and _looks_like_a_path(name):
+        raise ModelLoadError(
+            f"no model directory at {str(path)!r}: the path does not exist. Give a local "
+            "directory holding a saved model (save_pretrained) or a model id already in the "
+            "local Hugging Face cache."
+        )
+    source = str(path) if path.exists() else name
+    try:
+        with no_progress_bars(), _hub_offline():
+            # local_files_only: a model id missing from the cache fails here, without asking
+            # the Hub (which would retry for most of a minute on a machine without a network).
+            tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, local_files_only=True, **options
+            )
+        if "device_map" not in options:
+            model = model.to(device)  # type: ignore[arg-type]
+    except (OSError, ValueError, TypeError) as exc:
+        raise ModelLoadError(
+            f"cannot load model {name!r} offline: {exc}. Give a local directory or a model id "
+            "already in the local Hugging Face cache."
+        ) from exc
+    return model, tok
+
+
+@contextmanager
+def _hub_offline() -> Iterator[None]:
+    """The Hugging Face Hub client in offline mode: with ``local_files_only`` alone it still
+    fetches a registry over the network while building its request headers."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
+def register_model(lm: LoadedModel) -> str:
+    """Make a model loaded elsewhere (:func:`wrap_model`) the one :func:`load_model` returns
+    for its name, dtype and device; returns the name it is registered under (its own name,
+    or ``name#fingerprint`` when another model already has that name)."""
+    dtype, device = str(lm.dtype), str(lm.device)
+    with _registry_lock:
+        name = lm.name
+        taken = _registry.get((name, dtype, device, "[]"))
+        if taken is not None and taken is not lm:
+            name = f"{lm.name}#{lm.fingerprint}"
+        if name != lm.name:
+            lm = LoadedModel(
+                name=name,
+                model=lm.model,
+                tokenizer=lm.tokenizer,
+                fingerprint=lm.fingerprint,
+                load_seconds=lm.load_seconds,
+                source=lm.source,
+                lock=lm.lock,
+                prefix_cache=lm.prefix_cache,
+            )
+        _registry[(name, dtype, device, "[]")] = lm
+    return name
 
 
 def wrap_model(model: PreTrainedModel, tokenizer: Any, name: str = "custom") -> LoadedModel:

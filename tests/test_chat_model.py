@@ -503,3 +503,46 @@ def test_canonical_choices_keeps_calls_valid(tiny_dir: Path) -> None:
             jsonschema.validate(call["args"], schemas[call["name"]])
             seen.add(call["name"])
     assert seen == set(schemas)
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"temprature": 0.7}, "did you mean 'temperature'"),
+        ({"max_token": 9}, "did you mean 'max_tokens'"),
+        ({"device_map": "auto"}, "pass it in model_kwargs"),
+        ({"zzz": 1}, "'zzz'"),
+        ({"tokenizer": object()}, "goes with a model object"),
+        ({"model": 42}, "got int"),
+    ],
+)
+def test_unknown_or_misplaced_options_are_refused(options: dict[str, Any], says: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=says):
+        FintsChatModel(**options)
+
+
+def test_standard_langchain_options_that_mean_nothing_locally_are_accepted() -> None:
+    llm = FintsChatModel(timeout=5, max_retries=2, streaming=True, api_key="x", temperature=0.0)
+    assert llm.temperature == 0.0
+
+
+def test_a_model_loaded_by_the_user_is_used_as_it_is(tiny_dir: Path) -> None:
+    """A transformers model with its tokenizer, or a LoadedModel, serves the turns as given."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from fints_agent.models import load_model
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
+    with pytest.raises(ValueError, match="tokenizer="):
+        FintsChatModel(model=model)
+    llm = FintsChatModel(model=model, tokenizer=tokenizer, max_tokens=60)
+    lm = llm.load()
+    assert lm.model is model and llm.dtype == "float32" and llm.device == "cpu"
+    assert lm.fingerprint == load_model(str(tiny_dir)).fingerprint  # the same weights
+    msg = llm.bind_tools([get_weather], tool_choice="any").invoke("weather in Oslo")
+    assert isinstance(msg, AIMessage) and msg.tool_calls and not msg.invalid_tool_calls
+    again = FintsChatModel(model=lm)
+    assert again.load() is lm and again.model_name == llm.model_name
