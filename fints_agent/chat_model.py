@@ -21,14 +21,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import difflib
 import os
 import threading
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -44,7 +43,6 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
-from transformers import PreTrainedModel
 
 from fints_agent.batch_calls import in_cohorts, run_abatch, run_batch
 from fints_agent.batching import (
@@ -60,6 +58,7 @@ from fints_agent.calls import (
     to_tool_specs,
     unique_specs,
 )
+from fints_agent.chat_options import checked_options
 from fints_agent.config import Preset, RetrievalConfig, SteeringConfig, VectorKind
 from fints_agent.engine import TurnEngine
 from fints_agent.messages import (
@@ -74,8 +73,6 @@ from fints_agent.models import (
     LoadedModel,
     cache_dir,
     load_model,
-    register_model,
-    wrap_model,
 )
 from fints_agent.turn import Personalization, TurnRequest, TurnResult
 from fints_agent.user_ids import resolve_user_id, with_user_id
@@ -87,25 +84,7 @@ __all__ = ["FintsChatModel"]
 
 _memories: dict[tuple[str, str], Any] = {}
 _memories_lock = threading.Lock()
-_LOADER_OPTIONS = frozenset(
-    {"device_map", "quantization_config", "load_in_8bit", "load_in_4bit", "attn_implementation"}
-)
-"""Options of transformers' ``from_pretrained``: they belong in ``model_kwargs``."""
-_IGNORED_OPTIONS = frozenset({"timeout", "max_retries", "streaming", "api_key"})
-"""Standard options of LangChain chat models that mean nothing for a local model (no request
-to time out, retry or authenticate; streaming is chosen per call): accepted, so that code
-written for other chat models runs, and ignored."""
 _batcher_lock = threading.Lock()
-
-_T = TypeVar("_T")
-
-
-def _hint(option: str, known: set[str]) -> str:
-    """An unknown option, with where it belongs or the closest known name."""
-    if option in _LOADER_OPTIONS:
-        return f"{option!r} (a from_pretrained option: pass it in model_kwargs)"
-    close = difflib.get_close_matches(option, sorted(known), n=1)
-    return f"{option!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
 
 
 def default_memory_location() -> str:
@@ -203,30 +182,7 @@ class FintsChatModel(BaseChatModel):
         if not isinstance(data, dict):
             return data
         known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
-        unknown = [k for k in data if k not in known and k not in _IGNORED_OPTIONS | {"tokenizer"}]
-        if unknown:
-            raise ValueError("unknown options: " + ", ".join(_hint(k, known) for k in unknown))
-        data = {k: v for k, v in data.items() if k not in _IGNORED_OPTIONS}
-        given = data.get("model", data.get("model_name"))
-        tokenizer = data.pop("tokenizer", None)
-        if isinstance(given, str) or given is None:
-            if tokenizer is not None:
-                raise ValueError("tokenizer= goes with a model object, not with a model name")
-            return data
-        if isinstance(given, PreTrainedModel):
-            if tokenizer is None:
-                raise ValueError("a transformers model needs its tokenizer: pass tokenizer=")
-            given = wrap_model(given, tokenizer, name=str(given.name_or_path or "custom"))
-        if not isinstance(given, LoadedModel):
-            raise ValueError(
-                f"model= takes a name, a local directory, a LoadedModel or a transformers "
-                f"model; got {type(given).__name__}"
-            )
-        data.pop("model_name", None)
-        data["model"] = register_model(given)
-        data["dtype"] = str(given.dtype).removeprefix("torch.")
-        data["device"] = str(given.device)
-        return data
+        return checked_options(data, known)
 
     _memory_obj: Memory | None = PrivateAttr(default=None)
     _engines: dict[tuple[str, str], TurnEngine] = PrivateAttr(default_factory=dict)
