@@ -161,8 +161,9 @@ def test_custom_model_example_runs_on_a_saved_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``examples/custom_model.py`` as a user runs it, without arguments: it saves the default
-    model to ./my-model, loads that directory as the chat model's model, and steers the user
-    with feedback while the user without history is not steered."""
+    model to ./my-model, loads that directory with transformers, gives the model object to the
+    chat model, and steers the user with feedback while the user without history is not
+    steered."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["custom_model.py"])
     try:
@@ -171,7 +172,8 @@ def test_custom_model_example_runs_on_a_saved_model(
         lm = names["lm"]
         # A saved copy of the default model keeps its fingerprint, hence its shipped preset.
         assert out[0] == f"./my-model 30 layers {lm.fingerprint} preset"
-        assert lm.source == "hf" and (tmp_path / "memory-custom").is_dir()
+        assert lm.model is names["model"]  # the user's own object serves the turns
+        assert lm.source == "memory" and (tmp_path / "memory-custom").is_dir()
         tool_names = {t.name for t in names["tools"]}
         assert [line.split(" ", 1)[0] for line in out[1::2]] == ["dana", "erin"]
         for line in out[1::2]:
