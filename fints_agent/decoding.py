@@ -49,6 +49,9 @@ class Constraint(Protocol):
     def finished(self, row: int) -> bool:
         """Whether the row's grammar is complete."""
 
+    def free_text(self, row: int) -> bool:
+        """Whether the row has no grammar (free text: an end-of-turn token ends it)."""
+
     def forced_tokens(self, row: int, limit: int | None = None) -> list[int]:
         """The tokens the row's grammar forces next (at most ``limit``; jump-forward)."""
 
@@ -317,7 +320,8 @@ def decode(
                 t = int(nxt[i])
                 tokens.append(t)
                 grammar_done = constraint is not None and constraint.finished(i)
-                if t in stop and (constraint is None or grammar_done):
+                free = constraint is None or constraint.free_text(i)
+                if t in stop and (free or grammar_done):
                     done[i] = True
                     reasons[i] = "stop"
                     deltas.append("")

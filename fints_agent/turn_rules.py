@@ -95,6 +95,10 @@ class RowConstraints:
                 restricted.append(i)
         return restricted
 
+    def free_text(self, row: int) -> bool:
+        """Whether a row is unconstrained (an end-of-turn token ends it)."""
+        return self.rows[row] is None
+
     def finished(self, row: int) -> bool:
         """Whether a row's grammar is complete (unconstrained rows: never)."""
         c = self.rows[row]

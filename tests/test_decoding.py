@@ -61,3 +61,51 @@ def test_batched_turns_keep_their_own_budgets() -> None:
     results = engine.complete_batch(requests)
     assert [r.completion_tokens for r in results] == [3, 9, 5]
     assert all(r.finish_reason == "length" for r in results)
+
+
+class _EndAfter:
+    """Step rules that leave row 0 only the end-of-turn token from its third token on."""
+
+    def __init__(self, eos: int) -> None:
+        self.eos = eos
+        self.steps = 0
+
+    def gate(self, texts: list[str]) -> None:
+        return None
+
+    def repeat_scope(self, texts: list[str]) -> list[bool]:
+        return [True] * len(texts)
+
+    def close_scope(self, texts: list[str]) -> list[bool]:
+        return [True] * len(texts)
+
+    def restrict(self, texts: list[str]) -> list[set[int] | None]:
+        self.steps += 1
+        return [{self.eos} if self.steps >= 3 else None] + [None] * (len(texts) - 1)
+
+
+def test_a_free_text_row_ends_at_the_end_of_turn_token_in_a_batch_of_grammars() -> None:
+    """A row without a grammar ends at its end-of-turn token also when the batch's other rows
+    have grammars (per-row constraints), as it does decoded alone."""
+    from fints_agent.decoding import stop_token_ids
+    from fints_agent.turn_rules import RowConstraints
+
+    lm = tiny_lm("llama")
+    eos = min(stop_token_ids(lm))
+    results = []
+    for constraint in (None, RowConstraints([None, None])):
+        stats = DecodeStats()
+        steps = list(
+            decode(
+                lm,
+                PROMPTS[:2],
+                max_new_tokens=12,
+                constraint=constraint,
+                rules=_EndAfter(eos),
+                stats=stats,
+            )
+        )
+        results.append((stats.generated_tokens, stats.finish_reason, len(steps)))
+    alone, per_row = results
+    assert alone == per_row
+    assert alone[0][0] == 2 and alone[1][0] == "stop"  # two tokens, then the end of turn

@@ -236,6 +236,10 @@ class ConstrainedDecoder:
                 in_string = not in_string
         self._in_string[row], self._escaped[row] = in_string, escaped
 
+    def free_text(self, row: int) -> bool:
+        """Whether a row is generated without a grammar: never (every row has one)."""
+        return False
+
     def finished(self, row: int) -> bool:
         """Tell whether a row is done: it accepted a stop token, or stop is all it may emit.
 
