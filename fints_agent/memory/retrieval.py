@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fints_agent.calls.specs import ToolSpec
 from fints_agent.memory.aggregate import Recency, aggregate_flat, log_decay, mix_weights, select_top
 from fints_agent.memory.embed import Embedder
 from fints_agent.memory.errors import UnknownTrajectoryError
@@ -108,9 +109,13 @@ class Retrieval:
 
 
 def _tool_names(tools: Sequence[Any]) -> set[str]:
-    """Names of the offered tools (OpenAI dicts read directly, other forms through specs)."""
+    """Names of the offered tools (specs and OpenAI dicts read directly, other forms through
+    specs)."""
     names = set()
     for tool in tools:
+        if isinstance(tool, ToolSpec):  # what the turn engine passes: checked already
+            names.add(tool.name)
+            continue
         function = tool.get("function") if isinstance(tool, Mapping) else None
         if isinstance(function, Mapping) and isinstance(function.get("name"), str):
             names.add(function["name"])
