@@ -12,8 +12,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import jsonschema
 import pytest
 
+from fints_agent.calls.spans import request_span_pattern
 from fints_agent.eval.dataset import (
     DatasetError,
     PersonalRecord,
@@ -24,6 +26,8 @@ from fints_agent.eval.dataset import (
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "data" / "personal_webapi.jsonl"
+LIFESTYLE = ROOT / "examples" / "data" / "personal_lifestyle.jsonl"
+LIFESTYLE_SEED = 1
 SMALL_FILE = ROOT / "tests" / "data" / "personal_small.jsonl"
 
 
@@ -46,8 +50,23 @@ def default_records() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def parsed(default_records: list[dict[str, Any]]) -> list[PersonalRecord]:
-    return [parse_record(r, "generated", i + 1) for i, r in enumerate(default_records)]
+def lifestyle_records() -> list[dict[str, Any]]:
+    return gen.generate(LIFESTYLE_SEED, domain_set="lifestyle")
+
+
+@pytest.fixture(scope="module", params=["webapi", "lifestyle"])
+def records(
+    request: pytest.FixtureRequest,
+    default_records: list[dict[str, Any]],
+    lifestyle_records: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The records of each committed dataset (the quality tests run on both)."""
+    return default_records if request.param == "webapi" else lifestyle_records
+
+
+@pytest.fixture(scope="module")
+def parsed(records: list[dict[str, Any]]) -> list[PersonalRecord]:
+    return [parse_record(r, "generated", i + 1) for i, r in enumerate(records)]
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -139,8 +158,8 @@ def test_every_record_validates(parsed: list[PersonalRecord]) -> None:
         assert len(names) == len(record.rejected)
 
 
-def test_rejected_serialized_like_chosen(default_records: list[dict[str, Any]]) -> None:
-    for record in default_records:
+def test_rejected_serialized_like_chosen(records: list[dict[str, Any]]) -> None:
+    for record in records:
         for rejected in record["rejected"]:
             assert list(rejected) == list(record["chosen"]) == ["name", "arguments"]
 
@@ -271,6 +290,172 @@ def test_cli_writes_a_loadable_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     gen.main(["--n-sparse", "2", "--n-dense", "0", "--n-changed", "1", "--out", str(out2)])
     kinds = {r.meta["user_kind"] for r in load_records(out2) if r.meta}
     assert kinds == {"sparse", "changed"}
+
+
+# ---------------------------------------------------------------------------- lifestyle set
+
+
+def _tool_names(domains: tuple[str, ...]) -> set[str]:
+    return {tool["function"]["name"] for domain in domains for tool in gen.TOOLS[domain]}
+
+
+def _enum_values(domains: tuple[str, ...]) -> set[str]:
+    values: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            values.update(str(v) for v in node.get("enum", []))
+            for child in node.values():
+                walk(child)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    for domain in domains:
+        walk([tool["function"]["parameters"] for tool in gen.TOOLS[domain]])
+    return values
+
+
+def test_committed_lifestyle_file_matches_the_generator(
+    lifestyle_records: list[dict[str, Any]],
+) -> None:
+    lines = LIFESTYLE.read_text(encoding="utf-8").splitlines()
+    assert lines == [gen.dumps(r) for r in lifestyle_records]
+    assert LIFESTYLE.stat().st_size < 2_000_000
+
+
+def test_committed_lifestyle_file_loads() -> None:
+    records = load_records(LIFESTYLE)
+    assert 600 <= len(records) <= 1000
+    assert {r.meta["user_kind"] for r in records if r.meta} == {"sparse", "dense", "changed"}
+    assert {r.meta["domain"] for r in records if r.meta} == set(gen.LIFESTYLE_DOMAINS)
+
+
+def test_domain_sets_are_disjoint() -> None:
+    assert gen.DOMAIN_SETS["webapi"] == gen.DOMAINS
+    webapi, lifestyle = gen.DOMAINS, gen.DOMAIN_SETS["lifestyle"]
+    assert len(lifestyle) >= 5
+    assert not set(webapi) & set(lifestyle)
+    assert set(gen.TOOLS) == set(gen.REQUESTS) == set(gen.PREFERENCE_OPTIONS)
+    assert set(gen.MAIN_DIMENSION) == set(webapi) | set(lifestyle)
+    assert not _tool_names(webapi) & _tool_names(lifestyle)
+    assert not _enum_values(webapi) & _enum_values(lifestyle)
+    for domain in lifestyle:
+        assert 2 <= len(gen.TOOLS[domain]) <= 3, domain
+
+
+def test_committed_files_have_disjoint_domains_and_tools() -> None:
+    def domains_and_tools(path: Path) -> tuple[set[str], set[str]]:
+        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        domains = {r["meta"]["domain"] for r in records}
+        tools = {t["function"]["name"] for r in records for t in r["tools"]}
+        return domains, tools
+
+    webapi_domains, webapi_tools = domains_and_tools(EXAMPLE)
+    lifestyle_domains, lifestyle_tools = domains_and_tools(LIFESTYLE)
+    assert webapi_domains == set(gen.DOMAINS)
+    assert lifestyle_domains == set(gen.LIFESTYLE_DOMAINS)
+    assert not webapi_domains & lifestyle_domains
+    assert not webapi_tools & lifestyle_tools
+
+
+def test_lifestyle_sizes_match_the_default(
+    default_records: list[dict[str, Any]], lifestyle_records: list[dict[str, Any]]
+) -> None:
+    first, second = gen.statistics(default_records), gen.statistics(lifestyle_records)
+    assert second["users_by_kind"] == first["users_by_kind"]
+    for split in ("history", "test"):
+        a, b = first["records_by_split"][split], second["records_by_split"][split]
+        assert abs(a - b) <= 0.15 * a, (split, a, b)
+    assert set(second["records_by_domain"]) == set(gen.LIFESTYLE_DOMAINS)
+    for counts in second["records_by_domain"].values():
+        assert counts["test"] >= 20
+
+
+def test_calls_validate_against_their_tool_schemas(records: list[dict[str, Any]]) -> None:
+    for record in records:
+        schemas = {t["function"]["name"]: t["function"]["parameters"] for t in record["tools"]}
+        for call in [record["chosen"], *record["rejected"]]:
+            schema = schemas[call["name"]]
+            jsonschema.Draft202012Validator.check_schema(schema)
+            jsonschema.Draft202012Validator(schema).validate(call["arguments"])
+
+
+def _is_old_preference_call(
+    chosen: dict[str, Any], call: dict[str, Any], old: str, new: str, tools: set[str]
+) -> bool:
+    """Whether ``call`` is ``chosen`` under the old value of the changed dimension: a value
+    naming a tool picks the tool, ``tool:value`` picks both, any other fills enum arguments."""
+    tool, _, value = old.partition(":")
+    if value:
+        return call["name"] == tool and value in call["arguments"].values()
+    if old in tools:
+        return call["name"] == old != chosen["name"]
+    expected = {k: old if v == new else v for k, v in chosen["arguments"].items()}
+    return (
+        call["name"] == chosen["name"]
+        and call["arguments"] == expected
+        and expected != chosen["arguments"]
+    )
+
+
+def test_changed_users_reject_the_old_preference(records: list[dict[str, Any]]) -> None:
+    """In a changed domain, the new-phase history turns rank the old preference's call for the
+    same request first among the rejected calls (where the request's call depends on it)."""
+    streams: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["split"] == "history" and record["meta"]["user_kind"] == "changed":
+            streams[(record["user_id"], record["meta"]["domain"])].append(record)
+    pairs = hits = total = 0
+    for (_, domain), history in streams.items():
+        old = [r for r in history if r["meta"]["phase"] == "old"]
+        new = [r for r in history if r["meta"]["phase"] == "new"]
+        if not old:
+            continue
+        dim = gen.MAIN_DIMENSION[domain]
+        old_value = old[0]["meta"]["preference"][dim]
+        new_value = new[0]["meta"]["preference"][dim]
+        found = 0
+        for record in new:
+            tools = {t["function"]["name"] for t in record["tools"]}
+            chosen, rejected = record["chosen"], record["rejected"][0]
+            found += _is_old_preference_call(chosen, rejected, old_value, new_value, tools)
+        assert found >= 1, (domain, old_value, new_value)
+        pairs += 1
+        hits += found
+        total += len(new)
+    assert pairs >= 8
+    assert hits / total >= 0.6
+
+
+def test_graded_free_strings_are_request_spans(records: list[dict[str, Any]]) -> None:
+    """Graded free-text arguments are copied from the request as whole words, case kept."""
+    for record in records:
+        request = record["messages"][-1]["content"]
+        pattern = request_span_pattern(request)
+        assert pattern is not None
+        spans = re.compile(pattern)
+        tool = next(t for t in record["tools"] if t["function"]["name"] == record["chosen"]["name"])
+        properties = tool["function"]["parameters"]["properties"]
+        for name in record["graded_args"]:
+            schema, value = properties[name], record["chosen"]["arguments"][name]
+            if schema.get("type") == "string" and "enum" not in schema:
+                assert spans.fullmatch(value), (name, value, request)
+
+
+def test_cli_domain_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert gen.main(["--small", "--seed", "2", "--domain-set", "lifestyle", "--stats"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    records = load_records(tmp_path / "examples" / "data" / "personal_lifestyle.jsonl")
+    assert stats["records"] == len(records)
+    assert {r.meta["domain"] for r in records if r.meta} <= set(gen.LIFESTYLE_DOMAINS)
+    with pytest.raises(SystemExit):
+        gen.main(["--domain-set", "nope", "--out", str(tmp_path / "x.jsonl")])
+    with pytest.raises(ValueError, match="unknown domain set 'nope'"):
+        gen.generate(0, gen.SMALL, domain_set="nope")
 
 
 # ---------------------------------------------------------------------------- loader

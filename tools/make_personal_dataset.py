@@ -1,10 +1,18 @@
 """Generates a seeded, personalized web-API tool-calling dataset (JSON Lines).
 
-Simulated users hold latent preferences over tools and argument values in seven domains:
-shopping (PersonalWAB-style search / recommend / review), music, maps, weather, news, messaging
-and food delivery. Every request is ambiguous without the user's history: "Get me to City
-Airport from Oak Street Office." is a transit-directions call for one user and a ride request for
-another; "What's the weather in Oslo tomorrow?" needs the user's units.
+Simulated users hold latent preferences over tools and argument values in the domains of one
+domain set. The default set, ``webapi``, has seven domains: shopping (PersonalWAB-style search /
+recommend / review), music, maps, weather, news, messaging and food delivery. Every request is
+ambiguous without the user's history: "Get me to City Airport from Oak Street Office." is a
+transit-directions call for one user and a ride request for another; "What's the weather in Oslo
+tomorrow?" needs the user's units.
+
+The ``lifestyle`` set has seven other domains, with tools and enum values of their own: calendar
+(Google Calendar or Outlook, reminder), travel (flights or trains, cabin or seat class), fitness
+(run, bike ride or swim, kilometers or miles), video streaming (service, playback quality), smart
+home (light scene, climate mode), payments (Venmo, PayPal or bank transfer, currency) and to-do
+tasks (Todoist or TickTick, priority). A dataset drawn from it, with another seed, checks that
+results carry over to domains and tools the first dataset does not have.
 
 Users come in three kinds:
 
@@ -18,9 +26,10 @@ for the same request, serialized like ``chosen``), ``graded_args`` (arguments co
 request or fixed by a preference) and a ``meta`` dict (domain, user kind, preference phase,
 request family, which graded arguments are copied and which are preferences).
 
-Usage::
+Usage (``--out`` defaults to ``examples/data/personal_<domain set>.jsonl``)::
 
     python tools/make_personal_dataset.py --seed 0 --out examples/data/personal_webapi.jsonl
+    python tools/make_personal_dataset.py --domain-set lifestyle --seed 1
     python tools/make_personal_dataset.py --small --out tests/data/personal_small.jsonl
 """
 
@@ -40,6 +49,20 @@ from typing import Any
 JSON = dict[str, Any]
 
 DOMAINS = ("shopping", "music", "maps", "weather", "news", "messaging", "food")
+"""The domains of the default (``webapi``) set."""
+LIFESTYLE_DOMAINS = (
+    "calendar",
+    "travel",
+    "fitness",
+    "streaming",
+    "smart_home",
+    "payments",
+    "tasks",
+)
+"""The domains of the ``lifestyle`` set: other domains, other tools."""
+DOMAIN_SETS: dict[str, tuple[str, ...]] = {"webapi": DOMAINS, "lifestyle": LIFESTYLE_DOMAINS}
+"""Named domain sets; a dataset's users draw their domains from one set."""
+DEFAULT_DOMAIN_SET = "webapi"
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,6 +94,30 @@ NEWS_SOURCES = ["bbc", "reuters", "associated_press", "the_guardian", "al_jazeer
 NEWS_CATEGORIES = ["world", "business", "technology", "science", "sports", "health"]
 CUISINES = ["italian", "thai", "indian", "mexican", "japanese", "lebanese"]
 FOOD_SERVICES = ["ubereats", "doordash", "deliveroo"]
+
+# The lifestyle domain set: its tool names and enum values appear nowhere in the webapi set.
+CALENDAR_REMINDERS = [
+    "no_reminder",
+    "10_minutes_before",
+    "30_minutes_before",
+    "1_hour_before",
+    "1_day_before",
+]
+CALENDAR_TOOLS = ["google_calendar_create_event", "outlook_create_event"]
+CALENDAR_ACCOUNTS = ["google_calendar", "outlook_calendar"]
+FLIGHT_CABINS = ["economy_class", "premium_economy_class", "business_class"]
+TRAIN_CLASSES = ["standard_class", "first_class"]
+COMFORT_LEVELS = ["budget", "plus", "premium"]
+DISTANCE_UNITS = ["kilometers", "miles"]
+SWIM_STROKES = ["freestyle", "breaststroke", "backstroke", "medley"]
+VIDEO_SERVICES = ["netflix_watch", "prime_video_watch", "disney_plus_watch"]
+VIDEO_QUALITIES = ["data_saver_480p", "hd_720p", "full_hd_1080p", "ultra_hd_4k"]
+LIGHT_SCENES = ["warm_white", "cool_daylight", "dim_amber", "bright_focus"]
+CLIMATE_MODES = ["eco_mode", "comfort_mode", "boost_mode"]
+PAYMENT_APPS = ["venmo_pay", "paypal_send", "bank_transfer"]
+CURRENCIES = ["USD", "EUR", "GBP", "CHF"]
+TASK_APPS = ["todoist_add_task", "ticktick_add_task"]
+TASK_PRIORITIES = ["priority_1", "priority_2", "priority_3", "priority_4"]
 
 TOOLS: dict[str, list[JSON]] = {
     "shopping": [
@@ -291,6 +338,246 @@ TOOLS: dict[str, list[JSON]] = {
                 "tip_percent": {"type": "number", "minimum": 0, "maximum": 50},
             },
             ["restaurant", "items", "service"],
+        ),
+    ],
+    "calendar": [
+        _tool(
+            "google_calendar_create_event",
+            "Create an event in Google Calendar.",
+            {
+                "title": {"type": "string", "description": "Event title."},
+                "day": {"type": "string", "description": "Day of the event."},
+                "time": {"type": "string", "description": "Start time."},
+                "duration_minutes": {"type": "integer", "minimum": 5, "maximum": 720},
+                "reminder": {
+                    "type": "string",
+                    "enum": CALENDAR_REMINDERS,
+                    "description": "When to be reminded.",
+                },
+            },
+            ["title", "day", "time"],
+        ),
+        _tool(
+            "outlook_create_event",
+            "Create an event in the Outlook calendar.",
+            {
+                "subject": {"type": "string", "description": "Event subject."},
+                "day": {"type": "string", "description": "Day of the event."},
+                "start_time": {"type": "string", "description": "Start time."},
+                "reminder": {
+                    "type": "string",
+                    "enum": CALENDAR_REMINDERS,
+                    "description": "When to be reminded.",
+                },
+                "show_as": {"type": "string", "enum": ["busy", "free", "tentative"]},
+            },
+            ["subject", "day", "start_time"],
+        ),
+        _tool(
+            "list_calendar_events",
+            "List the events of one day in one calendar account.",
+            {
+                "day": {"type": "string", "description": "The day to list."},
+                "calendar": {
+                    "type": "string",
+                    "enum": CALENDAR_ACCOUNTS,
+                    "description": "Calendar account.",
+                },
+            },
+            ["day", "calendar"],
+        ),
+    ],
+    "travel": [
+        _tool(
+            "search_flights",
+            "Search flights between two cities on a date.",
+            {
+                "origin": {"type": "string", "description": "Departure city."},
+                "destination": {"type": "string", "description": "Arrival city."},
+                "date": {"type": "string", "description": "Travel date."},
+                "cabin": {"type": "string", "enum": FLIGHT_CABINS, "description": "Cabin."},
+                "passengers": {"type": "integer", "minimum": 1, "maximum": 9},
+            },
+            ["origin", "destination", "date", "cabin"],
+        ),
+        _tool(
+            "search_trains",
+            "Search train connections between two cities on a date.",
+            {
+                "from_city": {"type": "string", "description": "Departure city."},
+                "to_city": {"type": "string", "description": "Arrival city."},
+                "date": {"type": "string", "description": "Travel date."},
+                "seat_class": {
+                    "type": "string",
+                    "enum": TRAIN_CLASSES,
+                    "description": "Seat class.",
+                },
+                "passengers": {"type": "integer", "minimum": 1, "maximum": 9},
+            },
+            ["from_city", "to_city", "date", "seat_class"],
+        ),
+    ],
+    "fitness": [
+        _tool(
+            "log_run",
+            "Log a run in the training log.",
+            {
+                "duration_minutes": {"type": "integer", "minimum": 1, "maximum": 600},
+                "distance": {"type": "number", "exclusiveMinimum": 0},
+                "unit": {
+                    "type": "string",
+                    "enum": DISTANCE_UNITS,
+                    "description": "Unit of the distance.",
+                },
+            },
+            ["duration_minutes"],
+        ),
+        _tool(
+            "log_bike_ride",
+            "Log a bike ride in the training log.",
+            {
+                "duration_minutes": {"type": "integer", "minimum": 1, "maximum": 900},
+                "distance": {"type": "number", "exclusiveMinimum": 0},
+                "unit": {
+                    "type": "string",
+                    "enum": DISTANCE_UNITS,
+                    "description": "Unit of the distance.",
+                },
+            },
+            ["duration_minutes"],
+        ),
+        _tool(
+            "log_swim",
+            "Log a swim in the training log.",
+            {
+                "duration_minutes": {"type": "integer", "minimum": 1, "maximum": 300},
+                "laps": {"type": "integer", "minimum": 1},
+                "stroke": {"type": "string", "enum": SWIM_STROKES},
+            },
+            ["duration_minutes"],
+        ),
+    ],
+    "streaming": [
+        _tool(
+            "netflix_watch",
+            "Start a show or movie on Netflix.",
+            {
+                "query": {"type": "string", "description": "Title, genre or actor."},
+                "quality": {"type": "string", "enum": VIDEO_QUALITIES},
+                "subtitles": {"type": "boolean", "description": "Show subtitles."},
+            },
+            ["query"],
+        ),
+        _tool(
+            "prime_video_watch",
+            "Start a show or movie on Prime Video.",
+            {
+                "query": {"type": "string", "description": "Title, genre or actor."},
+                "quality": {"type": "string", "enum": VIDEO_QUALITIES},
+            },
+            ["query"],
+        ),
+        _tool(
+            "disney_plus_watch",
+            "Start a show or movie on Disney+.",
+            {
+                "query": {"type": "string", "description": "Title, genre or actor."},
+                "quality": {"type": "string", "enum": VIDEO_QUALITIES},
+                "kids_profile": {"type": "boolean", "description": "Use the kids profile."},
+            },
+            ["query"],
+        ),
+    ],
+    "smart_home": [
+        _tool(
+            "set_lights",
+            "Switch on the lights of a room with a lighting scene.",
+            {
+                "room": {"type": "string", "description": "Room name."},
+                "scene": {"type": "string", "enum": LIGHT_SCENES, "description": "Light scene."},
+                "brightness": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": 100,
+                    "description": "Brightness in percent.",
+                },
+            },
+            ["room", "scene"],
+        ),
+        _tool(
+            "set_thermostat",
+            "Turn on the heating of a room in a climate mode.",
+            {
+                "room": {"type": "string", "description": "Room name."},
+                "mode": {"type": "string", "enum": CLIMATE_MODES, "description": "Climate mode."},
+                "target_degrees": {
+                    "type": "number",
+                    "minimum": 5,
+                    "maximum": 30,
+                    "description": "Target temperature in degrees.",
+                },
+            },
+            ["room", "mode"],
+        ),
+    ],
+    "payments": [
+        _tool(
+            "venmo_pay",
+            "Send money to a friend on Venmo.",
+            {
+                "recipient": {"type": "string", "description": "Contact name."},
+                "amount": {"type": "number", "exclusiveMinimum": 0},
+                "currency": {"type": "string", "enum": CURRENCIES},
+                "note": {"type": "string", "description": "What the payment is for."},
+                "audience": {"type": "string", "enum": ["private", "friends", "public"]},
+            },
+            ["recipient", "amount", "currency"],
+        ),
+        _tool(
+            "paypal_send",
+            "Send money to a contact with PayPal.",
+            {
+                "recipient": {"type": "string", "description": "Contact name."},
+                "amount": {"type": "number", "exclusiveMinimum": 0},
+                "currency": {"type": "string", "enum": CURRENCIES},
+                "note": {"type": "string", "description": "What the payment is for."},
+            },
+            ["recipient", "amount", "currency"],
+        ),
+        _tool(
+            "bank_transfer",
+            "Transfer money from the user's bank account to a payee.",
+            {
+                "payee": {"type": "string", "description": "Payee name."},
+                "amount": {"type": "number", "exclusiveMinimum": 0},
+                "currency": {"type": "string", "enum": CURRENCIES},
+                "reference": {"type": "string", "description": "Payment reference."},
+                "instant": {"type": "boolean", "description": "Instant transfer."},
+            },
+            ["payee", "amount", "currency"],
+        ),
+    ],
+    "tasks": [
+        _tool(
+            "todoist_add_task",
+            "Add a task to Todoist.",
+            {
+                "content": {"type": "string", "description": "What to do."},
+                "due_string": {"type": "string", "description": "When it is due."},
+                "priority": {"type": "string", "enum": TASK_PRIORITIES},
+            },
+            ["content"],
+        ),
+        _tool(
+            "ticktick_add_task",
+            "Add a task to TickTick.",
+            {
+                "title": {"type": "string", "description": "What to do."},
+                "due": {"type": "string", "description": "When it is due."},
+                "priority": {"type": "string", "enum": TASK_PRIORITIES},
+                "list_name": {"type": "string", "description": "Task list."},
+            },
+            ["title"],
         ),
     ],
 }
@@ -606,6 +893,289 @@ ORDER_TEMPLATES = [
     "Order food: {qty} portions of {dish} from {restaurant}.",
 ]
 
+# The lifestyle set's vocabulary.
+
+EVENTS = [
+    "lunch with Sofia",
+    "coffee with Marcus",
+    "dinner with the Parkers",
+    "yoga class",
+    "team standup",
+    "budget review",
+    "piano lesson",
+    "book club",
+    "parent-teacher conference",
+    "quarterly planning",
+    "call with the landlord",
+    "dentist checkup",
+    "haircut with Jamie",
+    "interview prep",
+    "project kickoff",
+    "football practice",
+]
+CALENDAR_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "tomorrow"]
+CALENDAR_TIMES = [
+    "8 am",
+    "9:30 am",
+    "10 am",
+    "11:15 am",
+    "12:30 pm",
+    "1 pm",
+    "2:45 pm",
+    "4 pm",
+    "5:30 pm",
+    "7 pm",
+]
+EVENT_TEMPLATES = [
+    "Put {event} on my calendar {when} at {time}.",
+    "Add {event} to my calendar {when} at {time}.",
+    "Schedule {event} in my calendar {when} at {time}.",
+    "New calendar entry: {event} {when} at {time}.",
+    "Please block my calendar {when} at {time} for {event}.",
+]
+AGENDA_TEMPLATES = [
+    "What's on my calendar {when}?",
+    "Check my calendar {when}.",
+    "Do I have any meetings {when}? Look at my calendar.",
+    "Read me my calendar {when}.",
+    "Show my calendar events {when}.",
+]
+
+TRAVEL_CITIES = [
+    "Lyon",
+    "Milan",
+    "Amsterdam",
+    "Berlin",
+    "Munich",
+    "Zurich",
+    "Brussels",
+    "Barcelona",
+    "Florence",
+    "Hamburg",
+    "Copenhagen",
+    "Stockholm",
+    "Edinburgh",
+    "Manchester",
+    "Rome",
+    "Paris",
+    "Frankfurt",
+    "Geneva",
+]
+TRAVEL_DATES = [
+    "March 3",
+    "March 17",
+    "April 8",
+    "April 25",
+    "May 9",
+    "May 30",
+    "June 12",
+    "June 27",
+    "July 15",
+    "August 2",
+    "September 19",
+    "October 6",
+]
+TRIP_TEMPLATES = [
+    "I need to travel from {origin} to {dest} on {date}, find me options.",
+    "Find me a trip from {origin} to {dest} on {date}.",
+    "Look up travel options from {origin} to {dest} on {date}.",
+    "Plan my trip from {origin} to {dest} on {date}.",
+    "I'm traveling from {origin} to {dest} on {date}. What can I book?",
+]
+GROUP_TRIP_TEMPLATES = [
+    "Find a trip from {origin} to {dest} on {date} for {travelers} travelers.",
+    "We are {travelers} people traveling from {origin} to {dest} on {date}, find options.",
+    "Plan a trip for {travelers} travelers from {origin} to {dest} on {date}.",
+]
+FLIGHT_TEMPLATES = [
+    "Find me a flight from {origin} to {dest} on {date}.",
+    "Search flights from {origin} to {dest} for {date}.",
+    "I want to fly from {origin} to {dest} on {date}, check the flights.",
+]
+CABIN_BY_COMFORT = {
+    "budget": "economy_class",
+    "plus": "premium_economy_class",
+    "premium": "business_class",
+}
+SEAT_BY_COMFORT = {"budget": "standard_class", "plus": "standard_class", "premium": "first_class"}
+
+WORKOUT_MINUTES = [20, 25, 30, 35, 40, 45, 50, 60, 75, 90]
+WORKOUT_TEMPLATES = [
+    "Log my {minutes}-minute workout from this morning.",
+    "Add today's workout to my training log: {minutes} minutes.",
+    "I worked out for {minutes} minutes today, log it in my training log.",
+    "Record a {minutes}-minute workout in my training log.",
+    "Log a workout for me, {minutes} minutes this evening.",
+]
+RUN_DISTANCES: list[float] = [3, 5, 6.5, 8, 10, 12.5, 15, 21.1]
+RUN_TEMPLATES = [
+    "Log my run: {distance} in {minutes} minutes.",
+    "I ran {distance} in {minutes} minutes this morning, add it to my training log.",
+    "Add a {distance} run to my training log, {minutes} minutes.",
+    "Just finished a {distance} run in {minutes} minutes. Log it.",
+]
+RIDE_DISTANCES: list[float] = [15, 20, 25, 32, 40, 55, 64, 80]
+RIDE_TEMPLATES = [
+    "Log my bike ride: {distance} in {minutes} minutes.",
+    "I rode my bike {distance} in {minutes} minutes today, add it to my training log.",
+    "Add a {distance} bike ride to my training log, {minutes} minutes.",
+]
+
+SHOWS = [
+    "Stranger Things",
+    "The Crown",
+    "Planet Earth",
+    "The Mandalorian",
+    "Bluey",
+    "Squid Game",
+    "Breaking Bad",
+    "Frozen",
+    "The Boys",
+    "Ted Lasso",
+    "Our Planet",
+    "The Last of Us",
+    "Succession",
+    "Dune",
+]
+SHOW_TEMPLATES = [
+    "I want to watch {show} tonight.",
+    "Put on {show}, I want to watch it on the TV.",
+    "Let's watch {show} on the TV.",
+    "Stream {show} on the TV, please.",
+    "Time to watch {show}. Start it on the TV.",
+]
+VIDEO_GENRES = [
+    "documentary",
+    "comedy special",
+    "thriller",
+    "cartoon",
+    "cooking show",
+    "sci-fi movie",
+    "romantic comedy",
+    "nature series",
+    "horror movie",
+    "crime drama",
+]
+GENRE_WATCH_TEMPLATES = [
+    "I want to watch a {genre} tonight, put one on the TV.",
+    "Find me a {genre} to watch on the TV.",
+    "Put on a {genre}, I feel like watching something.",
+    "Stream a good {genre} on the TV.",
+]
+
+ROOMS = [
+    "living room",
+    "bedroom",
+    "kitchen",
+    "study",
+    "bathroom",
+    "nursery",
+    "guest room",
+    "hallway",
+    "dining room",
+    "basement",
+]
+LIGHTS_TEMPLATES = [
+    "Turn on the lights in the {room}.",
+    "Lights on in the {room}, please.",
+    "It's too dark in the {room}, switch the lights on.",
+    "Switch on the {room} lights.",
+    "Can you put the lights on in the {room}?",
+]
+BRIGHTNESS_TEMPLATES = [
+    "Set the {room} lights to {level} percent.",
+    "Turn the lights in the {room} to {level} percent.",
+    "Put the {room} lights on at {level} percent brightness.",
+]
+HEATING_TEMPLATES = [
+    "It's cold in the {room}, turn up the heating.",
+    "Turn on the heating in the {room}.",
+    "Warm up the {room}, the heating should come on.",
+    "The {room} is freezing, put the heating on.",
+]
+THERMOSTAT_TEMPLATES = [
+    "Set the {room} thermostat to {degrees} degrees.",
+    "Heat the {room} to {degrees} degrees on the thermostat.",
+    "Thermostat in the {room}: {degrees} degrees, please.",
+]
+
+PAYEES = [
+    "Sofia",
+    "Jonas",
+    "Amara",
+    "Ravi",
+    "Elena",
+    "Noah",
+    "Yuki",
+    "Carlos",
+    "Zoe",
+    "Omar",
+    "Lena",
+    "Theo",
+    "Nadia",
+    "Felix",
+]
+AMOUNTS = [12, 15, 18, 20, 25, 30, 35, 40, 45, 60, 75, 80, 120, 150]
+PAYMENT_REASONS = [
+    "the concert tickets",
+    "last night's dinner",
+    "the taxi",
+    "the groceries",
+    "the birthday gift",
+    "the cabin rental",
+    "the ski passes",
+    "the pizza",
+    "the team lunch",
+    "the wedding present",
+    "the festival tickets",
+    "the electricity bill",
+    "the game night snacks",
+    "the museum tickets",
+]
+PAY_TEMPLATES = [
+    "Pay {name} back {amount} for {reason}.",
+    "Send {name} {amount} for {reason}.",
+    "I owe {name} {amount} for {reason}, send the money.",
+    "Transfer {amount} to {name} for {reason}.",
+    "Send money to {name}: {amount} for {reason}.",
+]
+BANK_TEMPLATES = [
+    "Make a bank transfer of {amount} to {name} for {reason}.",
+    "Wire {amount} to {name} from my bank account for {reason}.",
+    "Send {amount} to {name} by bank transfer for {reason}.",
+]
+
+TASKS = [
+    "renew my passport",
+    "call the plumber",
+    "water the plants",
+    "return the library books",
+    "buy a birthday card",
+    "submit the expense report",
+    "clean the gutters",
+    "back up my laptop",
+    "cancel the gym trial",
+    "order new contact lenses",
+    "fix the squeaky door",
+    "pick up the dry cleaning",
+    "book the car inspection",
+    "send the thank-you notes",
+]
+TASK_DUES = ["today", "tomorrow", "Monday", "Wednesday", "Friday", "the weekend", "next week"]
+DUE_TASK_TEMPLATES = [
+    "Add a task to {task} by {due}.",
+    "Put a task on my to-do list to {task} by {due}.",
+    "New task: {task}, due {due}.",
+    "I have to {task} by {due}, add it to my tasks.",
+    "Add to my to-do list: {task} by {due}.",
+]
+TASK_TEMPLATES = [
+    "Add a task to {task}.",
+    "New task for my to-do list: {task}.",
+    "I need to {task}, add it to my to-do list.",
+    "Add a to-do to {task}.",
+]
+
 
 # --------------------------------------------------------------------------------------------
 # Requests and the calls they map to
@@ -787,6 +1357,214 @@ def _food_request(rng: random.Random, vocab: Vocab) -> Request:
     return Request("order", text, {"restaurant": restaurant, "dish": dish, "qty": qty}, build_order)
 
 
+def _calendar_request(rng: random.Random, vocab: Vocab) -> Request:
+    day = rng.choice(CALENDAR_DAYS)
+    when = day if day == "tomorrow" else f"on {day}"
+    if rng.random() < 0.65:
+        event = rng.choice(EVENTS)
+        time = rng.choice(CALENDAR_TIMES)
+        text = rng.choice(EVENT_TEMPLATES).format(event=event, when=when, time=time)
+
+        def build_event(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+            tool = pref["calendar"]
+            if tool == "google_calendar_create_event":
+                args = {"title": event, "day": day, "time": time, "reminder": pref["reminder"]}
+                return _call(tool, args), ["title", "day", "time"], ["reminder"]
+            args = {"subject": event, "day": day, "start_time": time, "reminder": pref["reminder"]}
+            return _call(tool, args), ["subject", "day", "start_time"], ["reminder"]
+
+        return Request("add_event", text, {"event": event, "day": day, "time": time}, build_event)
+    text = rng.choice(AGENDA_TEMPLATES).format(when=when)
+
+    def build_agenda(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+        account = CALENDAR_ACCOUNTS[CALENDAR_TOOLS.index(pref["calendar"])]
+        call = _call("list_calendar_events", {"day": day, "calendar": account})
+        return call, ["day"], ["calendar"]
+
+    return Request("agenda", text, {"day": day}, build_agenda)
+
+
+def _trip_call(
+    tool: str, comfort: str, origin: str, dest: str, date: str, travelers: int | None
+) -> tuple[JSON, list[str], list[str]]:
+    if tool == "search_flights":
+        args: JSON = {"origin": origin, "destination": dest, "date": date}
+        copied, prefs = ["origin", "destination", "date"], ["cabin"]
+        args["cabin"] = CABIN_BY_COMFORT[comfort]
+    else:
+        args = {"from_city": origin, "to_city": dest, "date": date}
+        copied, prefs = ["from_city", "to_city", "date"], ["seat_class"]
+        args["seat_class"] = SEAT_BY_COMFORT[comfort]
+    if travelers is not None:
+        args["passengers"] = travelers
+        copied.append("passengers")
+    return _call(tool, args), copied, prefs
+
+
+def _travel_request(rng: random.Random, vocab: Vocab) -> Request:
+    origin, dest = rng.sample(TRAVEL_CITIES, 2)
+    date = rng.choice(TRAVEL_DATES)
+    slots: dict[str, Any] = {"origin": origin, "destination": dest, "date": date}
+    roll = rng.random()
+    if roll < 0.5:
+        text = rng.choice(TRIP_TEMPLATES).format(origin=origin, dest=dest, date=date)
+
+        def build_trip(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+            return _trip_call(pref["mode"], pref["comfort"], origin, dest, date, None)
+
+        return Request("trip", text, slots, build_trip)
+    if roll < 0.75:
+        travelers = rng.randint(2, 5)
+        text = rng.choice(GROUP_TRIP_TEMPLATES).format(
+            origin=origin, dest=dest, date=date, travelers=travelers
+        )
+
+        def build_group(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+            return _trip_call(pref["mode"], pref["comfort"], origin, dest, date, travelers)
+
+        return Request("group_trip", text, {**slots, "travelers": travelers}, build_group)
+    text = rng.choice(FLIGHT_TEMPLATES).format(origin=origin, dest=dest, date=date)
+
+    def build_flight(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+        return _trip_call("search_flights", pref["comfort"], origin, dest, date, None)
+
+    return Request("flight", text, slots, build_flight)
+
+
+def _fitness_request(rng: random.Random, vocab: Vocab) -> Request:
+    minutes = rng.choice(WORKOUT_MINUTES)
+    roll = rng.random()
+    if roll < 0.4:
+        text = rng.choice(WORKOUT_TEMPLATES).format(minutes=minutes)
+
+        def build_workout(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+            return _call(pref["workout"], {"duration_minutes": minutes}), ["duration_minutes"], []
+
+        return Request("workout", text, {"minutes": minutes}, build_workout)
+    if roll < 0.7:
+        family, tool, distances, templates = "run", "log_run", RUN_DISTANCES, RUN_TEMPLATES
+    else:
+        family, tool = "bike_ride", "log_bike_ride"
+        distances, templates = RIDE_DISTANCES, RIDE_TEMPLATES
+    distance = rng.choice(distances)
+    text = rng.choice(templates).format(distance=distance, minutes=minutes)
+
+    def build_distance(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+        args = {"duration_minutes": minutes, "distance": distance, "unit": pref["unit"]}
+        return _call(tool, args), ["duration_minutes", "distance"], ["unit"]
+
+    return Request(family, text, {"minutes": minutes, "distance": distance}, build_distance)
+
+
+def _streaming_request(rng: random.Random, vocab: Vocab) -> Request:
+    if rng.random() < 0.6:
+        family, query = "watch_title", rng.choice(SHOWS)
+        text = rng.choice(SHOW_TEMPLATES).format(show=query)
+    else:
+        family, query = "watch_genre", rng.choice(VIDEO_GENRES)
+        text = rng.choice(GENRE_WATCH_TEMPLATES).format(genre=query)
+
+    def build(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+        call = _call(pref["service"], {"query": query, "quality": pref["quality"]})
+        return call, ["query"], ["quality"]
+
+    return Request(family, text, {"query": query}, build)
+
+
+def _smart_home_request(rng: random.Random, vocab: Vocab) -> Request:
+    room = rng.choice(ROOMS)
+    roll = rng.random()
+    if roll < 0.35:
+        text = rng.choice(LIGHTS_TEMPLATES).format(room=room)
+
+        def build_lights(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+            return _call("set_lights", {"room": room, "scene": pref["scene"]}), ["room"], ["scene"]
+
+        return Request("lights_on", text, {"room": room}, build_lights)
+    if roll < 0.5:
+        level = rng.choice([20, 30, 40, 50, 60, 75, 80])
+        text = rng.choice(BRIGHTNESS_TEMPLATES).format(room=room, level=level)
+
+        def build_level(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+            args = {"room": room, "scene": pref["scene"], "brightness": level}
+            return _call("set_lights", args), ["room", "brightness"], ["scene"]
+
+        return Request("lights_level", text, {"room": room, "level": level}, build_level)
+    if roll < 0.8:
+        text = rng.choice(HEATING_TEMPLATES).format(room=room)
+
+        def build_heat(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+            call = _call("set_thermostat", {"room": room, "mode": pref["climate"]})
+            return call, ["room"], ["mode"]
+
+        return Request("heating", text, {"room": room}, build_heat)
+    degrees = rng.randint(18, 24)
+    text = rng.choice(THERMOSTAT_TEMPLATES).format(room=room, degrees=degrees)
+
+    def build_degrees(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+        args = {"room": room, "mode": pref["climate"], "target_degrees": degrees}
+        return _call("set_thermostat", args), ["room", "target_degrees"], ["mode"]
+
+    return Request("thermostat", text, {"room": room, "degrees": degrees}, build_degrees)
+
+
+def _payment_call(
+    tool: str, currency: str, name: str, amount: int, reason: str
+) -> tuple[JSON, list[str], list[str]]:
+    if tool == "bank_transfer":
+        args = {"payee": name, "amount": amount, "currency": currency, "reference": reason}
+        return _call(tool, args), ["payee", "amount", "reference"], ["currency"]
+    args = {"recipient": name, "amount": amount, "currency": currency, "note": reason}
+    return _call(tool, args), ["recipient", "amount", "note"], ["currency"]
+
+
+def _payments_request(rng: random.Random, vocab: Vocab) -> Request:
+    name = rng.choice(PAYEES)
+    amount = rng.choice(AMOUNTS)
+    reason = rng.choice(PAYMENT_REASONS)
+    slots = {"name": name, "amount": amount, "reason": reason}
+    if rng.random() < 0.7:
+        text = rng.choice(PAY_TEMPLATES).format(name=name, amount=amount, reason=reason)
+
+        def build_pay(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+            return _payment_call(pref["app"], pref["currency"], name, amount, reason)
+
+        return Request("pay", text, slots, build_pay)
+    text = rng.choice(BANK_TEMPLATES).format(name=name, amount=amount, reason=reason)
+
+    def build_bank(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+        return _payment_call("bank_transfer", pref["currency"], name, amount, reason)
+
+    return Request("wire", text, slots, build_bank)
+
+
+def _tasks_request(rng: random.Random, vocab: Vocab) -> Request:
+    task = rng.choice(TASKS)
+    due: str | None = None
+    if rng.random() < 0.6:
+        due = rng.choice(TASK_DUES)
+        text = rng.choice(DUE_TASK_TEMPLATES).format(task=task, due=due)
+    else:
+        text = rng.choice(TASK_TEMPLATES).format(task=task)
+
+    def build(pref: dict[str, str]) -> tuple[JSON, list[str], list[str]]:
+        tool = pref["app"]
+        if tool == "todoist_add_task":
+            text_arg, due_arg = "content", "due_string"
+        else:
+            text_arg, due_arg = "title", "due"
+        args: JSON = {text_arg: task}
+        copied = [text_arg]
+        if due is not None:
+            args[due_arg] = due
+            copied.append(due_arg)
+        args["priority"] = pref["priority"]
+        return _call(tool, args), copied, ["priority"]
+
+    family = "task" if due is None else "task_due"
+    return Request(family, text, {"task": task, "due": due}, build)
+
+
 @dataclass
 class Vocab:
     """Seeded vocabulary shared by all users (product ASINs)."""
@@ -802,6 +1580,13 @@ REQUESTS: dict[str, Callable[[random.Random, Vocab], Request]] = {
     "news": _news_request,
     "messaging": _messaging_request,
     "food": _food_request,
+    "calendar": _calendar_request,
+    "travel": _travel_request,
+    "fitness": _fitness_request,
+    "streaming": _streaming_request,
+    "smart_home": _smart_home_request,
+    "payments": _payments_request,
+    "tasks": _tasks_request,
 }
 
 PREFERENCE_OPTIONS: dict[str, dict[str, list[str]]] = {
@@ -826,6 +1611,13 @@ PREFERENCE_OPTIONS: dict[str, dict[str, list[str]]] = {
     "news": {"source": NEWS_SOURCES},
     "messaging": {"channel": ["send_sms", "send_email", "send_slack_message"]},
     "food": {"cuisine": CUISINES, "service": FOOD_SERVICES},
+    "calendar": {"calendar": CALENDAR_TOOLS, "reminder": CALENDAR_REMINDERS},
+    "travel": {"mode": ["search_flights", "search_trains"], "comfort": COMFORT_LEVELS},
+    "fitness": {"workout": ["log_run", "log_bike_ride", "log_swim"], "unit": DISTANCE_UNITS},
+    "streaming": {"service": VIDEO_SERVICES, "quality": VIDEO_QUALITIES},
+    "smart_home": {"scene": LIGHT_SCENES, "climate": CLIMATE_MODES},
+    "payments": {"app": PAYMENT_APPS, "currency": CURRENCIES},
+    "tasks": {"app": TASK_APPS, "priority": TASK_PRIORITIES},
 }
 """Latent preference dimensions per domain and their values."""
 
@@ -837,6 +1629,13 @@ MAIN_DIMENSION = {
     "news": "source",
     "messaging": "channel",
     "food": "cuisine",
+    "calendar": "calendar",
+    "travel": "mode",
+    "fitness": "unit",
+    "streaming": "service",
+    "smart_home": "scene",
+    "payments": "app",
+    "tasks": "priority",
 }
 """The dimension that changes for users whose preference changed."""
 
@@ -911,20 +1710,25 @@ def _random_preference(rng: random.Random, domain: str) -> dict[str, str]:
     return {dim: rng.choice(values) for dim, values in PREFERENCE_OPTIONS[domain].items()}
 
 
-def _pick_domains(rng: random.Random, count: int, usage: Counter[str]) -> list[str]:
-    """Picks ``count`` domains, favoring the least used ones so far (balanced coverage)."""
-    order = sorted(DOMAINS, key=lambda d: (usage[d], rng.random()))
+def _pick_domains(
+    rng: random.Random, count: int, usage: Counter[str], domains: Sequence[str]
+) -> list[str]:
+    """Picks ``count`` of ``domains``, favoring the least used ones so far (balanced coverage)."""
+    order = sorted(domains, key=lambda d: (usage[d], rng.random()))
     chosen = order[:count]
     usage.update(chosen)
     return chosen
 
 
-def plan_users(config: Config, rng: random.Random) -> list[UserPlan]:
+def plan_users(
+    config: Config, rng: random.Random, domains: Sequence[str] = DOMAINS
+) -> list[UserPlan]:
     """Draws the simulated users and how each uses each of their domains.
 
     Args:
         config: Dataset sizes.
         rng: The seeded random generator.
+        domains: The domains users draw theirs from (default: the ``webapi`` set).
 
     Returns:
         The user plans, sparse users first, then dense, then changed.
@@ -937,15 +1741,15 @@ def plan_users(config: Config, rng: random.Random) -> list[UserPlan]:
     for index, kind in enumerate(kinds):
         user = UserPlan(f"u{index + 1:02d}", kind)
         if kind == "sparse":
-            for domain in _pick_domains(rng, rng.randint(*config.sparse_domains), usage):
+            for domain in _pick_domains(rng, rng.randint(*config.sparse_domains), usage, domains):
                 n_history = rng.randint(*config.sparse_history)
                 plan = DomainPlan(
                     domain, _random_preference(rng, domain), n_history, config.test_per_domain
                 )
                 user.domains.append(plan)
         elif kind == "dense":
-            domains = _pick_domains(rng, config.dense_domains + config.dense_extra_domains, usage)
-            for position, domain in enumerate(domains):
+            count = config.dense_domains + config.dense_extra_domains
+            for position, domain in enumerate(_pick_domains(rng, count, usage, domains)):
                 if position < config.dense_domains:
                     n_history = rng.randint(*config.dense_history)
                 else:
@@ -957,7 +1761,7 @@ def plan_users(config: Config, rng: random.Random) -> list[UserPlan]:
         else:
             n_changed = rng.randint(*config.changed_domains)
             for position, domain in enumerate(
-                _pick_domains(rng, n_changed + config.changed_extra_domains, usage)
+                _pick_domains(rng, n_changed + config.changed_extra_domains, usage, domains)
             ):
                 new = _random_preference(rng, domain)
                 if position < n_changed:
@@ -1114,21 +1918,31 @@ def make_vocab(rng: random.Random) -> Vocab:
     return Vocab(asins)
 
 
-def generate(seed: int = 0, config: Config | None = None) -> list[JSON]:
+def generate(
+    seed: int = 0, config: Config | None = None, domain_set: str = DEFAULT_DOMAIN_SET
+) -> list[JSON]:
     """Generates the dataset as a list of record dicts.
 
     Args:
         seed: Seed of the random generator; the same seed gives the same records.
         config: Dataset sizes (default :class:`Config`).
+        domain_set: Name of the domain set in :data:`DOMAIN_SETS` (default ``"webapi"``).
 
     Returns:
         The records, grouped by user, each user's records in turn order.
+
+    Raises:
+        ValueError: ``domain_set`` is not a known set.
     """
+    if domain_set not in DOMAIN_SETS:
+        raise ValueError(f"unknown domain set {domain_set!r} (known: {', '.join(DOMAIN_SETS)})")
+    domains = DOMAIN_SETS[domain_set]
     config = config or Config()
     rng = random.Random(seed)
-    vocab = make_vocab(rng)
+    # Product ASINs are drawn only for a set with the shopping domain.
+    vocab = make_vocab(rng) if "shopping" in domains else Vocab({})
     records: list[JSON] = []
-    for user in plan_users(config, rng):
+    for user in plan_users(config, rng, domains):
         records.extend(_user_records(rng, vocab, user, config.noise))
     return records
 
@@ -1186,10 +2000,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
+        "--domain-set",
+        choices=sorted(DOMAIN_SETS),
+        default=DEFAULT_DOMAIN_SET,
+        help=f"which domains the users have (default {DEFAULT_DOMAIN_SET})",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
-        default=Path("examples/data/personal_webapi.jsonl"),
-        help="output .jsonl file",
+        default=None,
+        help="output .jsonl file (default examples/data/personal_<domain set>.jsonl)",
     )
     parser.add_argument("--small", action="store_true", help="a tiny variant (3 users) for tests")
     default = Config()
@@ -1235,9 +2055,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--noise must be within [0, 1)")
     config = Config(**values)
 
-    records = generate(args.seed, config)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("w", encoding="utf-8") as handle:
+    records = generate(args.seed, config, args.domain_set)
+    out: Path = args.out or Path(f"examples/data/personal_{args.domain_set}.jsonl")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(dumps(record) + "\n")
     summary = statistics(records)
@@ -1245,7 +2066,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(
-            f"wrote {summary['records']} records of {summary['users']} users to {args.out} "
+            f"wrote {summary['records']} records of {summary['users']} users to {out} "
             f"({summary['records_by_split']})",
             file=sys.stderr,
         )
