@@ -94,8 +94,16 @@ def add_eval_commands(subparsers: Any) -> None:
     personal.add_argument(
         "--k", type=_positive_int, default=None, help="trajectories per turn (default: config, 5)"
     )
-    personal.add_argument(
+    how = personal.add_mutually_exclusive_group()
+    how.add_argument(
         "--online", action="store_true", help="record each test turn's gold call after it"
+    )
+    how.add_argument(
+        "--corrections",
+        action="store_true",
+        help="users whose preference changed only: history before the change, then every "
+        "turn after it answered and corrected (the model's call rejected when wrong); prints "
+        "the share following the new preference after 0, 1, 2, 3+ corrections",
     )
     personal.add_argument(
         "--limit", type=_positive_int, default=None, help="test turns, spread over users"

@@ -99,9 +99,12 @@ def _personal_methods(method: str, compare: bool) -> list[str]:
 def cmd_personal(args: argparse.Namespace) -> int:
     """Runs ``fints-agent eval personal`` with parsed arguments; returns the exit status."""
     from fints_agent.eval.dataset import load_records
-    from fints_agent.eval.personal import run_personal
+    from fints_agent.eval.personal import corrections_records, run_corrections, run_personal
 
     records = load_records(args.data)  # data errors surface before the model loads
+    corrections = bool(getattr(args, "corrections", False))
+    if corrections:
+        corrections_records(records)  # no changed user: say so before the model loads
     lm = _load_model(args)
     config = _config(args, lm.fingerprint)
     summaries: list[dict[str, Any]] = []
@@ -110,13 +113,14 @@ def cmd_personal(args: argparse.Namespace) -> int:
     for method in _personal_methods(args.method, args.compare):
         # Every method reads the same kept history store: the first run records it (or
         # reuses it), the others reuse it; --fresh applies to the first only.
-        run = run_personal(
+        how: dict[str, Any] = {} if corrections else {"online": args.online}
+        run = (run_corrections if corrections else run_personal)(
             lm,
             records,
             method,
             config=config,
             k=args.k,
-            online=args.online,
+            **how,
             limit=args.limit,
             batch_size=args.batch_size,
             copy_strings=args.copy_strings,
@@ -141,7 +145,42 @@ def cmd_personal(args: argparse.Namespace) -> int:
         _print(summaries if args.compare else summaries[0])
     else:
         print(personal_table(summaries, data=args.data.name))
+        if corrections:
+            print(corrections_table(summaries))
     return 0
+
+
+def corrections_table(summaries: list[dict[str, Any]]) -> str:
+    """Per method, the share of turns following the new preference after 0, 1, 2, 3+
+    corrections (``eval personal --corrections``).
+
+    Example:
+        >>> print(corrections_table([run.summary]))
+        follows the new preference after N corrections (turns where the change matters)
+        method     0              1              2              3+
+        rag+steer  0.250 (2/8)    0.875 (7/8)    1.000 (8/8)    1.000 (12/12)
+    """
+    keys = sorted(
+        {k for s in summaries for k in s.get("by_corrections", {})},
+        key=lambda k: int(k.rstrip("+")),
+    )
+    table = [("method", *keys)]
+    for s in summaries:
+        groups = s.get("by_corrections", {})
+        table.append(
+            (
+                str(s.get("method")),
+                *(
+                    _count(groups[k]["follows_new"], groups[k]["n"]) if k in groups else "-"
+                    for k in keys
+                ),
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["follows the new preference after N corrections (turns where the change matters)"]
+    for row in table:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
 
 
 def _count(rate: float | None, n: int) -> str:

@@ -65,6 +65,10 @@ class Memory:
         auto_supersede: When set, a new trajectory whose request is at least this similar to
             an older one of the same user, with another tool or other enum/boolean values,
             supersedes it (``None``: only explicit ``supersedes``).
+        supersede_corrected: A trajectory recorded with rejected calls supersedes the user's
+            older trajectories whose chosen call makes a decision it rejects (another tool, or
+            other enum and boolean values): a correction wins over older habits at once (see
+            :mod:`~fints_agent.memory.corrections`).
         cache_size: Decoded vectors kept in memory (ids are immutable, so never stale), and
             request embeddings kept (an agent loop asks again for the same request after each
             tool result).
@@ -93,6 +97,7 @@ class Memory:
         min_similarity: float = DEFAULT_RETRIEVAL.min_similarity,
         match_tools: bool = True,
         auto_supersede: float | None = None,
+        supersede_corrected: bool = True,
         cache_size: int = 256,
     ) -> None:
         self.lm = lm
@@ -127,6 +132,7 @@ class Memory:
             others_min_similarity=others_min_similarity,
             batch_size=batch_size,
             auto_supersede=auto_supersede,
+            supersede_corrected=supersede_corrected,
         )
         self.retriever = Retriever(
             lm,

@@ -108,15 +108,18 @@ class Reader:
         with_vectors: bool = False,
         limit: int | None = None,
         offset: int | None = None,
+        tools: Sequence[str] | None = None,
     ) -> list[TrajectoryRecord]:
-        """The user's trajectories (all, or those with the given ids), oldest turn first."""
+        """The user's trajectories (all, those with the given ids, or those whose chosen call
+        names one of ``tools``), oldest turn first."""
         cols = self.collections
         t = cols.trajectories(user_id)
-        if t is None or (ids is not None and len(ids) == 0):
+        if t is None or (ids is not None and len(ids) == 0) or (tools is not None and not tools):
             return []
         include = ["metadatas", "documents"] + (["embeddings"] if with_embeddings else [])
+        where: Any = None if tools is None else {"tool": {"$in": sorted(set(tools))}}
         with cols.retry_stale(cols.name("t", user_id)):
-            got = t.get(ids=list(ids) if ids is not None else None, include=include)
+            got = t.get(ids=list(ids) if ids is not None else None, where=where, include=include)
         records = records_from(got, user_id, with_emb=with_embeddings)
         if not include_superseded:
             records = [r for r in records if not r.superseded]

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fints_agent.calls.request import retrieval_text
+from fints_agent.memory.corrections import contradicted
 from fints_agent.memory.embed import Embedder
 from fints_agent.memory.layout import StoreLayout
 from fints_agent.memory.negatives import (
@@ -64,6 +65,11 @@ class Recorder:
         auto_supersede: When set, a new trajectory whose request is at least this similar to
             an older one of the same user, with another tool or other enum/boolean values,
             supersedes it (``None``: only explicit ``supersedes``).
+        supersede_corrected: A trajectory recorded with rejected calls (the user's correction)
+            supersedes the user's older trajectories whose chosen call makes a decision it
+            rejects: the rejected call's tool, or the enum and boolean values in which the
+            rejected call differs from the chosen one (see
+            :mod:`~fints_agent.memory.corrections`). Built negatives never supersede.
     """
 
     def __init__(
@@ -80,6 +86,7 @@ class Recorder:
         others_min_similarity: float = 0.5,
         batch_size: int = 8,
         auto_supersede: float | None = None,
+        supersede_corrected: bool = True,
     ) -> None:
         self.lm = lm
         self.store = store
@@ -92,6 +99,7 @@ class Recorder:
         self.others_min_similarity = others_min_similarity
         self.batch_size = batch_size
         self.auto_supersede = auto_supersede
+        self.supersede_corrected = supersede_corrected
 
     def prepare(self, item: TrajectoryInput | Mapping[str, Any]) -> PreparedTrajectory:
         """Check one trajectory (nothing is computed or written).
@@ -260,7 +268,30 @@ class Recorder:
                 )
             )
         self.store.add(records)
+        for p, r in zip(items, records, strict=True):
+            self._supersede_corrected(p, r)
         return [r.id for r in records]
+
+    def _supersede_corrected(self, p: PreparedTrajectory, record: TrajectoryRecord) -> int:
+        """Mark the older trajectories that ``record``'s given rejected calls contradict."""
+        if not self.supersede_corrected or not p.rejected:
+            return 0
+        older = [
+            o
+            for o in self.store.get(
+                p.user_id,
+                include_superseded=False,
+                with_payload=True,
+                tools=[c.name for c in p.rejected],
+            )
+            if o.seq < record.seq and o.id != record.id
+        ]
+        marked = 0
+        for old_id in contradicted(p.chosen, p.rejected, p.specs, older):
+            marked += self.store.mark_superseded(p.user_id, old_id, record.id)
+        if marked:
+            logger.debug("trajectory %s supersedes %d corrected ones", record.id, marked)
+        return marked
 
     def record_many(
         self,
@@ -324,4 +355,5 @@ class Recorder:
             vector=flatten(parts),
         )
         self.store.add([record])
+        self._supersede_corrected(p, record)
         return record.id

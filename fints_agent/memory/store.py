@@ -219,6 +219,7 @@ class TrajectoryStore:
         with_vectors: bool = False,
         limit: int | None = None,
         offset: int | None = None,
+        tools: Sequence[str] | None = None,
     ) -> list[TrajectoryRecord]:
         """The user's trajectories (all, or those with the given ids), oldest turn first.
 
@@ -231,6 +232,7 @@ class TrajectoryStore:
             with_vectors: Read the flat steering vectors.
             limit: At most this many (after sorting by turn).
             offset: Skip this many first.
+            tools: Only those whose chosen call names one of these tools.
         """
         check_user_id(user_id)
         return self.reader.get(
@@ -242,6 +244,7 @@ class TrajectoryStore:
             with_vectors=with_vectors,
             limit=limit,
             offset=offset,
+            tools=tools,
         )
 
     def get_vectors(self, user_id: str, ids: Sequence[str]) -> dict[str, np.ndarray]:

@@ -19,6 +19,8 @@ The protocol (``fints-agent eval personal``) is described in
   (:func:`summarize_outcomes`, :func:`decided_by`, :func:`machine_info`, :class:`PersonalRun`).
 * :mod:`~fints_agent.eval.personal.protocol`: the run, offline or online
   (:func:`run_personal`, :func:`select_test_records`, :func:`domain_history_counts`).
+* :mod:`~fints_agent.eval.personal.corrections`: a changed preference corrected online, turn
+  by turn (:func:`run_corrections`, :func:`by_corrections`, :func:`corrections_records`).
 
 Example:
     >>> run = run_personal(load_model(), load_records(path), "rag+steer", limit=40)
@@ -26,6 +28,11 @@ Example:
 """
 
 from fints_agent.eval.personal.answering import LATENCY_BASIS, TurnOutcome, answer_turns
+from fints_agent.eval.personal.corrections import (
+    by_corrections,
+    corrections_records,
+    run_corrections,
+)
 from fints_agent.eval.personal.history import history_memory
 from fints_agent.eval.personal.history_cache import (
     HISTORY_CACHE,
@@ -60,6 +67,8 @@ __all__ = [
     "PersonalRun",
     "TurnOutcome",
     "answer_turns",
+    "by_corrections",
+    "corrections_records",
     "decided_by",
     "domain_history_counts",
     "follow_label",
@@ -72,6 +81,7 @@ __all__ = [
     "old_preference_call",
     "open_memory",
     "personalization_of",
+    "run_corrections",
     "run_personal",
     "select_test_records",
     "summarize_outcomes",

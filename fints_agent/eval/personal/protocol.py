@@ -19,7 +19,10 @@ Protocol (``fints-agent eval personal``):
 
 3. With ``online``, each test record's gold call (and its rejected calls) is recorded as
    feedback right after it is answered, so later turns of the same user can use it; turns are
-   then batched across users only, one round of turns at a time.
+   then batched across users only, one round of turns at a time. With
+   ``feedback="correction"``, a wrong answer is recorded as the user would correct it: the
+   gold call chosen, the model's own call rejected (see
+   :mod:`~fints_agent.eval.personal.corrections`).
 
 Test turns of all users are answered in padded batches (:meth:`TurnEngine.complete_batch`);
 the latency of a turn is reported as the wall time of its batch divided by the batch's rows.
@@ -35,7 +38,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fints_agent.eval.dataset import PersonalRecord, UserRecords, group_by_user
 from fints_agent.eval.personal.answering import LATENCY_BASIS, TurnOutcome, answer_turns
@@ -109,6 +112,7 @@ def run_personal(
     config: Preset | None = None,
     k: int | None = None,
     online: bool = False,
+    feedback: Literal["gold", "correction"] = "gold",
     limit: int | None = None,
     batch_size: int = 8,
     max_new_tokens: int = 128,
@@ -130,6 +134,8 @@ def run_personal(
         config: Retrieval, steering and decoding options (default: the model's preset).
         k: Trajectories retrieved per turn (default: the configuration's).
         online: Record each test turn's gold call as feedback after answering it.
+        feedback: With ``online``: ``"gold"`` records the record's own rejected calls;
+            ``"correction"`` rejects the model's call instead when it was wrong.
         limit: Answer at most this many test turns (spread over users).
         batch_size: Turns per padded batch.
         max_new_tokens: Token budget of a call.
@@ -156,6 +162,8 @@ def run_personal(
         ValueError: Unknown method, bad limit or batch size, or no test records.
     """
     _check_method(method)
+    if feedback not in ("gold", "correction"):
+        raise ValueError(f"feedback must be 'gold' or 'correction', got {feedback!r}")
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
     grouped = group_by_user(records)
@@ -193,6 +201,7 @@ def run_personal(
             config,
             k,
             online,
+            feedback,
             batch_size,
             max_new_tokens,
             progress,
@@ -203,6 +212,22 @@ def run_personal(
         run.summary["recorded_trajectories"] = ingest.recorded if ingest else 0
         run.summary["history_store"] = ingest.location if ingest else None
         return run
+
+
+def _feedback(memory: Memory, outcome: TurnOutcome, feedback: str) -> dict[str, Any]:
+    """The trajectory recorded after an answered turn (``correction``: a wrong call is the
+    rejected one, unless it cannot be recorded as a call of the turn's tools)."""
+    from fints_agent.memory import MemoryInputError
+
+    item = _trajectory(outcome.record)
+    if feedback != "correction" or outcome.score.call or not outcome.call:
+        return item
+    corrected = {**item, "rejected": [outcome.call]}
+    try:
+        memory.recorder.prepare(corrected)
+    except MemoryInputError:
+        return item
+    return corrected
 
 
 @contextmanager
@@ -235,6 +260,7 @@ def _answer_all(
     config: Preset | None,
     k: int | None,
     online: bool,
+    feedback: str,
     batch_size: int,
     max_new_tokens: int,
     progress: bool,
@@ -268,20 +294,20 @@ def _answer_all(
     began = time.perf_counter()
     with tqdm(total=total, desc=f"personal {method}", unit="turn", disable=not progress) as bar:
         for turns in rounds:
-            outcomes.extend(
-                answer_turns(
-                    turns,
-                    method,
-                    engine=engine,
-                    memory=memory,
-                    batch_size=batch_size,
-                    max_new_tokens=max_new_tokens,
-                    copy_strings=copy_strings,
-                    on_batch=bar.update,
-                )
+            answered = answer_turns(
+                turns,
+                method,
+                engine=engine,
+                memory=memory,
+                batch_size=batch_size,
+                max_new_tokens=max_new_tokens,
+                copy_strings=copy_strings,
+                on_batch=bar.update,
             )
+            outcomes.extend(answered)
             if online and memory is not None:
-                memory.record_many([_trajectory(r) for r in turns], progress=False)
+                items = [_feedback(memory, o, feedback) for o in answered]
+                memory.record_many(items, progress=False)
     elapsed = time.perf_counter() - began
 
     history_counts = {u: domain_history_counts(g) for u, g in grouped.items()}
@@ -300,6 +326,7 @@ def _answer_all(
             "latency_basis": LATENCY_BASIS if method != "knn" else "retrieval time per turn",
             "batch_size": batch_size if method != "knn" else 1,
             "online": online,
+            "feedback": feedback if online else None,
             "copy_strings": copy_strings if method != "knn" else None,
             "k": config.retrieval.k if config is not None else 1,
             "eval_seconds": round(elapsed, 1),

@@ -1,0 +1,118 @@
+"""Corrections: a trajectory recorded with rejected calls retires the older habits it rejects.
+
+When a user's feedback rejects a call (``rejected``) in favour of another (``chosen``), the
+rejected call says which *decision* the user no longer wants: another tool, or, for the same
+tool, other values of its enum and boolean arguments. An older trajectory of the same user
+whose chosen call makes that decision is then outdated: similarity-weighted retrieval cannot
+see that two similar trajectories disagree, so the more numerous old ones would outvote the few
+recent ones. :func:`contradicted` finds those older trajectories; the recorder marks them
+superseded by the correction, which takes them out of retrieval (steering and examples) while
+they stay listed in the store.
+
+Free-text arguments (copied from each request) never count. A rejected *tool* contradicts an
+older trajectory only where that one chose it over the tool chosen now (its own rejected calls
+name the new tool): both then answer the same choice, differently. An older turn that used the
+tool because its request asked for it (its rejected calls are of the same tool) is no habit,
+and a correction elsewhere does not retire it.
+
+Example:
+    >>> chosen = Call("search", {"cuisine": "italian"})
+    >>> rejected = [Call("search", {"cuisine": "thai"})]
+    >>> decision_of(chosen, rejected[0], spec)
+    ('search', {'cuisine': 'thai'})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from fints_agent.calls.specs import ToolSpec
+from fints_agent.memory.negatives import Call, call_choices
+from fints_agent.memory.records import TrajectoryRecord
+
+_MISSING = object()
+
+__all__ = ["Decision", "contradicted", "decision_of", "makes_decision"]
+
+Decision = tuple[str, dict[str, Any]]
+"""A rejected decision: a tool name, and the argument values rejected with it (empty: the
+tool itself is rejected)."""
+
+
+def decision_of(chosen: Call, rejected: Call, spec: ToolSpec | None) -> Decision | None:
+    """What a rejected call rejects, compared with the chosen call.
+
+    Args:
+        chosen: The chosen call.
+        rejected: One rejected call.
+        spec: The rejected call's tool spec (for its enum and boolean arguments).
+
+    Returns:
+        ``(tool, {})`` when the rejected call names another tool; ``(tool, values)`` with the
+        enum and boolean values in which it differs from the chosen call of the same tool; or
+        ``None`` when it differs only in free text (nothing a habit decides).
+    """
+    if rejected.name != chosen.name:
+        return (rejected.name, {})
+    if spec is None:
+        return None
+    wanted = call_choices(chosen, spec)
+    refused = call_choices(rejected, spec)
+    differ = {k: v for k, v in refused.items() if wanted.get(k, _MISSING) != v}
+    differ.update({k: None for k in wanted if k not in refused})
+    return (rejected.name, differ) if differ else None
+
+
+def makes_decision(call: Mapping[str, Any], decision: Decision) -> bool:
+    """Whether a chosen call (``{"name", "arguments"}``) makes the rejected decision."""
+    name, values = decision
+    if call.get("name") != name:
+        return False
+    arguments = call.get("arguments") or {}
+    if not isinstance(arguments, Mapping):
+        return False
+    return all(arguments.get(k) == v for k, v in values.items())
+
+
+def _chose_over(old: TrajectoryRecord, tool: str) -> bool:
+    """Whether an older trajectory chose its tool over ``tool`` (its rejected calls name it)."""
+    return any(isinstance(r, Mapping) and r.get("name") == tool for r in old.rejected)
+
+
+def contradicted(
+    chosen: Call,
+    rejected: Sequence[Call],
+    specs: Iterable[ToolSpec],
+    older: Iterable[TrajectoryRecord],
+) -> list[str]:
+    """Ids of the older trajectories whose chosen call makes a decision ``rejected`` refuses.
+
+    Args:
+        chosen: The new trajectory's chosen call.
+        rejected: Its rejected calls (given by the user's feedback, not built ones).
+        specs: The tools offered with it.
+        older: The user's older trajectories (``id``, ``chosen`` and ``rejected`` are read).
+
+    Example:
+        >>> contradicted(Call("ride", {}), [Call("transit", {})], specs, [old_transit_trip])
+        ['3f2a...']
+    """
+    by_name = {s.name: s for s in specs}
+    decisions = [
+        d for r in rejected if (d := decision_of(chosen, r, by_name.get(r.name))) is not None
+    ]
+    if not decisions:
+        return []
+    out = []
+    for o in older:
+        for name, values in decisions:
+            if not makes_decision(o.chosen, (name, values)):
+                continue
+            # A rejected tool contradicts an older use of it only where that older turn chose
+            # it over the tool chosen now: a request that asked for the tool by name (whose
+            # rejected calls are of the same tool) is no habit.
+            if values or _chose_over(o, chosen.name):
+                out.append(o.id)
+                break
+    return out
