@@ -83,3 +83,19 @@ def test_zero_shot_runs_without_feedback_and_options_are_checked(
     assert set(run.summary["by_corrections"]) >= {"0"}
     with pytest.raises(ValueError, match="online"):
         _run(records, "rag", online=True)
+
+
+def test_corrections_plot_and_table(records: list[PersonalRecord], tmp_path: Any) -> None:
+    from fints_agent.eval.commands import corrections_table
+    from fints_agent.eval.plots import corrections_figure, plot_corrections
+
+    run = _run(records, "rag")
+    curve = run.summary["by_corrections"]
+    path = plot_corrections({"rag": curve}, tmp_path / "c.png", targets={"1": 0.8, "2": 0.9})
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    fig = corrections_figure({"rag": curve, "none": {"0": curve["0"]}})
+    (ax,) = fig.axes
+    assert [len(line.get_xdata()) for line in ax.get_lines()] == [4, 1]
+    table = corrections_table([run.summary])
+    assert table.splitlines()[1].split() == ["method", "0", "1", "2", "3+"]
+    assert table.splitlines()[2].startswith("rag ")

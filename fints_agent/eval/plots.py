@@ -8,6 +8,9 @@ Lines written by ``fints-agent eval personal --out``), for one or several method
 * :func:`plot_changed_preference`: for turns where the user's preference changed, the share that
   followed the new preference and the old one, per method (e.g. steer with and without recency),
   against a labelled target; the rest of the turns followed neither.
+* :func:`plot_corrections`: after a preference changes (``eval personal --corrections``), the
+  share of turns following the new preference against the corrections given so far, a line
+  per method.
 
 Both titles name the model and the data (``model=``, ``split=``). The ``*_figure`` functions
 return the matplotlib figure instead of writing it.
@@ -34,8 +37,10 @@ __all__ = [
     "accuracy_by_history_figure",
     "changed_preference_figure",
     "changed_preference_rates",
+    "corrections_figure",
     "plot_accuracy_by_history",
     "plot_changed_preference",
+    "plot_corrections",
     "read_rows",
 ]
 
@@ -314,4 +319,75 @@ def plot_changed_preference(
         The written path.
     """
     fig = changed_preference_figure(runs, title=title, model=model, split=split, target=target)
+    return _save(fig, path)
+
+
+def corrections_figure(
+    curves: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    *,
+    title: str | None = None,
+    model: str | None = None,
+    split: str | None = None,
+    targets: Mapping[str, float] | None = None,
+) -> Any:
+    """Lines: share of turns following the new preference against corrections so far.
+
+    Args:
+        curves: Per method, its ``by_corrections`` summary (``{"0": {"n", "follows_new",
+            ...}, "1": ..., "3+": ...}``, see
+            :func:`~fints_agent.eval.personal.by_corrections`).
+        title: Plot title.
+        model: The model answered with (shown under the title).
+        split: The data the turns come from (shown under the title).
+        targets: Per number of corrections (``"1"``, ``"2"``), the share aimed at, drawn as
+            labelled markers (None: none).
+
+    Returns:
+        The matplotlib figure (close it with ``plt.close(fig)``).
+    """
+    plt = _pyplot()
+    keys = sorted({k for curve in curves.values() for k in curve}, key=lambda k: int(k.rstrip("+")))
+    fig, ax = plt.subplots(figsize=(7.5, 4.4), dpi=120, layout="constrained")
+    xs = list(range(len(keys)))
+    for name, curve in curves.items():
+        points = [(x, curve[k]["follows_new"]) for x, k in zip(xs, keys, strict=True) if k in curve]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    for key, share in (targets or {}).items():
+        if key in keys:
+            ax.plot([keys.index(key)], [share], marker="_", markersize=22, color="gray")
+            ax.annotate(
+                f"target {share:.2f}",
+                (keys.index(key), share),
+                textcoords="offset points",
+                xytext=(8, 4),
+                fontsize=8,
+                color="dimgray",
+            )
+    counts = [
+        max((curve[k]["n"] for curve in curves.values() if k in curve), default=0) for k in keys
+    ]
+    ax.set_xticks(xs)
+    ax.set_xticklabels([f"{k}\n(n={n})" for k, n in zip(keys, counts, strict=True)])
+    ax.set_xlabel("corrections the user gave in the domain before the turn")
+    ax.set_ylabel("share following the new preference")
+    ax.set_ylim(0, 1.05)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, fontsize=8)
+    ax.set_title(
+        _title(title or "After a preference changes: how fast the model follows", model, split)
+    )
+    return fig
+
+
+def plot_corrections(
+    curves: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    path: str | Path,
+    *,
+    title: str | None = None,
+    model: str | None = None,
+    split: str | None = None,
+    targets: Mapping[str, float] | None = None,
+) -> Path:
+    """Writes :func:`corrections_figure` as a PNG and returns its path."""
+    fig = corrections_figure(curves, title=title, model=model, split=split, targets=targets)
     return _save(fig, path)
