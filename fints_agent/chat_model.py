@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import threading
 import warnings
@@ -42,7 +43,7 @@ from langchain_core.messages import (
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from fints_agent.batch_calls import in_cohorts, run_abatch, run_batch
 from fints_agent.batching import (
@@ -54,18 +55,16 @@ from fints_agent.batching import (
 )
 from fints_agent.calls import (
     resolve_tool_choice,
-    text_before_calls,
     to_tool_specs,
     unique_specs,
 )
 from fints_agent.chat_options import checked_options
 from fints_agent.config import Preset, RetrievalConfig, SteeringConfig, VectorKind
-from fints_agent.engine import TurnEngine
+from fints_agent.engine import TurnEngine, UnavailableMemory
 from fints_agent.messages import (
     ai_message,
     call_dict,
     feedback_chat,
-    last_chunk,
     to_chat_dicts,
 )
 from fints_agent.models import (
@@ -74,7 +73,8 @@ from fints_agent.models import (
     cache_dir,
     load_model,
 )
-from fints_agent.turn import Personalization, TurnRequest, TurnResult
+from fints_agent.streaming import TurnChunks
+from fints_agent.turn import MemoryLike, Personalization, TurnRequest, TurnResult
 from fints_agent.user_ids import resolve_user_id, with_user_id
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FintsChatModel"]
 
-_memories: dict[tuple[str, str], Any] = {}
+_memories: dict[tuple[str | None, ...], Any] = {}
 _memories_lock = threading.Lock()
 _batcher_lock = threading.Lock()
 
@@ -120,6 +120,14 @@ class FintsChatModel(BaseChatModel):
     memory: str | None = None
     """Trajectory store: a directory (embedded Chroma) or ``http://host:port`` (Chroma server).
     Default: ``memory`` under the user cache directory."""
+    memory_token: SecretStr | None = None
+    """Token of a Chroma server with token authentication (default:
+    ``$FINTS_AGENT_CHROMA_TOKEN``); never shown or serialized. A server with basic
+    authentication takes ``http://USER:PASSWORD@host:port`` as :attr:`memory` instead."""
+    memory_tenant: str | None = None
+    """Chroma tenant of a server memory (default: Chroma's ``default_tenant``)."""
+    memory_database: str | None = None
+    """Chroma database of a server memory (default: Chroma's ``default_database``)."""
     personalization: Personalization = "steer"
     """How history is used: ``steer``, ``rag`` (examples in the prompt), ``rag+steer``, ``none``."""
     retrieval: RetrievalConfig | None = None
@@ -203,6 +211,11 @@ class FintsChatModel(BaseChatModel):
         return ["fints_agent", "chat_model"]
 
     @property
+    def lc_secrets(self) -> dict[str, str]:
+        """The memory token serializes as a reference to its environment variable."""
+        return {"memory_token": "FINTS_AGENT_CHROMA_TOKEN"}
+
+    @property
     def _llm_type(self) -> str:
         return "fints"
 
@@ -262,13 +275,25 @@ class FintsChatModel(BaseChatModel):
 
         lm = lm or self.load()
         location = self.memory or default_memory_location()
-        key = (location, lm.fingerprint)
+        token = self.memory_token.get_secret_value() if self.memory_token else None
+        key = (
+            location,
+            lm.fingerprint,
+            self.memory_tenant,
+            self.memory_database,
+            hashlib.sha256(token.encode()).hexdigest() if token else None,
+        )
         with _memories_lock:
             if key not in _memories:
                 if "://" not in location:
                     Path(location).mkdir(parents=True, exist_ok=True)
                 preset = self._engine_for(lm).preset
-                store = TrajectoryStore(location)
+                store = TrajectoryStore(
+                    location,
+                    token=self.memory_token,
+                    tenant=self.memory_tenant,
+                    database=self.memory_database,
+                )
                 kind = preset.vector_kind
                 if store.layout is not None and store.layout.vectors != kind:
                     # A store keeps the kind of vectors it was built with.
@@ -310,10 +335,21 @@ class FintsChatModel(BaseChatModel):
         # Turns without a user retrieve nothing whatever the memory; an open memory serves
         # them too, so that their turns can share a batch with personalized ones.
         if user_id and self.personalization != "none":
-            engine.memory = self.get_memory(lm)
+            engine.memory = self._turn_memory(lm)
         elif self._memory_obj is not None:
             engine.memory = self._memory_obj
         return engine
+
+    def _turn_memory(self, lm: LoadedModel) -> MemoryLike:
+        """The memory a turn retrieves from. One on a Chroma server that cannot be reached now
+        is not opened: the turn runs unsteered (``"reason": "memory unavailable"``), and a
+        later turn tries to open it again."""
+        from fints_agent.memory.errors import StoreUnavailableError
+
+        try:
+            return self.get_memory(lm)
+        except StoreUnavailableError as exc:
+            return UnavailableMemory(exc)
 
     # -- tools -------------------------------------------------------------------------------
     def bind_tools(
@@ -457,7 +493,8 @@ class FintsChatModel(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        """Stream one turn: text as it is written, calls in the last chunk."""
+        """Stream one turn: text as it is written, each tool call as ``tool_call_chunks`` while
+        it is written (see :meth:`_stream`)."""
         yield from super().stream(input, config, stop=stop, **with_user_id(config, kwargs))
 
     async def astream(
@@ -596,23 +633,29 @@ class FintsChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
+        """Text as it is written; each call as tool-call chunks while it is written: its name,
+        id and index once the name is complete, then its arguments' JSON text piece by piece.
+
+        The chunks add up to the message :meth:`invoke` gives (the same content, calls and
+        invalid calls); an invalid call's arguments end, in the last chunk, with what makes
+        LangChain read it as invalid (:mod:`fints_agent.streaming`).
+        """
         engine, req = self._request(messages, stop, run_manager, kwargs)
         stream = engine.run(req)
-        held, in_call = "", False
-        for delta in stream:
-            if in_call:
-                continue
-            held += delta
-            emit, in_call = text_before_calls(held)
-            held = "" if in_call else held[len(emit) :]  # a call's text is never content
-            if emit:
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=emit))
+        chunks = TurnChunks(calls=req.json_schema is None)
+
+        def sent(messages: list[AIMessageChunk]) -> Iterator[ChatGenerationChunk]:
+            for message in messages:
+                chunk = ChatGenerationChunk(message=message)
                 if run_manager:
-                    run_manager.on_llm_new_token(emit, chunk=chunk)
+                    run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                 yield chunk
+
+        for delta in stream:
+            yield from sent(chunks.feed(delta))
         result = stream.result
         assert result is not None
-        yield ChatGenerationChunk(message=last_chunk(result, held, self._metadata(result, kwargs)))
+        yield from sent(chunks.finish(result, self._metadata(result, kwargs)))
 
     async def _astream(
         self,

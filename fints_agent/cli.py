@@ -48,6 +48,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The argument parser of ``fints-agent``.
 
+    Building it imports no torch, transformers, chromadb or LangChain: every command imports
+    what it needs when it runs.
+
     Args:
         command: Build only this sub-command's parser in full, the others with their name and
             help only where building them would import heavy modules (what :func:`main` does,
@@ -77,8 +80,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
         add_memory_commands(sub)
     else:
-        # The memory commands import the memory package (numpy, torch): only their name and
-        # help are needed unless the command line asks for them.
+        # Only the memory commands' name and help are needed unless the command line asks
+        # for them.
         sub.add_parser("memory", help=MEMORY_HELP)
     from fints_agent.eval.cli import add_eval_commands
 

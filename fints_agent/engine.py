@@ -19,9 +19,10 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fints_agent.calls import (
@@ -31,14 +32,17 @@ from fints_agent.calls import (
     ToolCall,
     ToolMode,
     ToolSpec,
+    call_blocks,
     dump_json,
     example_value,
     get_compiler,
+    new_call_id,
     parse_calls,
     render_call,
     request_text,
     resolve_tool_choice,
     restrict_to_request,
+    text_before_calls,
 )
 from fints_agent.config import Preset, RetrievalConfig, SteeringConfig
 from fints_agent.decoding import DecodeStats, Steering, decode, stop_token_ids
@@ -49,7 +53,12 @@ from fints_agent.steering.vector import SteeringVector
 from fints_agent.turn import MemoryLike, RetrievalLike, TurnRequest, TurnResult, TurnStream
 from fints_agent.turn_rules import Gate, RowConstraints, RowRules, TurnRules
 
-__all__ = ["PreparedTurn", "TurnEngine"]
+__all__ = ["MEMORY_UNAVAILABLE", "PreparedTurn", "TurnEngine", "UnavailableMemory"]
+
+logger = logging.getLogger(__name__)
+
+MEMORY_UNAVAILABLE = "memory unavailable"
+"""The ``reason`` in a turn's steering info when its memory could not be reached."""
 
 
 class TurnEngine:
@@ -87,19 +96,30 @@ class TurnEngine:
 
     # -- pieces ----------------------------------------------------------------------------
     def retrieve(self, req: TurnRequest) -> RetrievalLike | None:
-        """The user's retrieval for this turn, or None when nothing personalizes it."""
+        """The user's retrieval for this turn, or None when nothing personalizes it.
+
+        A memory that cannot be reached (its Chroma server is down) does not fail the turn: a
+        warning is logged and the turn runs unsteered, its steering info saying
+        ``"reason": "memory unavailable"``.
+        """
         if req.personalization == "none" or req.user_id is None or self.memory is None:
             return None
+        from fints_agent.memory.errors import StoreUnavailableError
+
         cfg = self.retrieval
-        return self.memory.retrieve(
-            req.user_id,
-            req.messages,
-            req.tools,
-            k=cfg.k,
-            temperature=cfg.softmax_temperature,
-            min_similarity=cfg.min_similarity,
-            recency_half_life=cfg.recency_half_life,
-        )
+        try:
+            return self.memory.retrieve(
+                req.user_id,
+                req.messages,
+                req.tools,
+                k=cfg.k,
+                temperature=cfg.softmax_temperature,
+                min_similarity=cfg.min_similarity,
+                recency_half_life=cfg.recency_half_life,
+            )
+        except StoreUnavailableError as exc:
+            logger.warning("turn of user %r runs unsteered: %s", req.user_id, exc)
+            return _Unavailable()
 
     def render(
         self, req: TurnRequest, retrieval: RetrievalLike | None, *, offered: bool = True
@@ -110,21 +130,45 @@ class TurnEngine:
         examples = ""
         if retrieval is not None and req.personalization in ("rag", "rag+steer"):
             examples = format_examples(retrieval.examples, req.tools)
-        messages = list(req.messages)
         tools = req.tools if offered else []
         budget = self.max_context - req.max_new_tokens
-        while True:
-            prompt = self.renderer.render_prompt(messages, tools, examples=examples or None)
-            n = self.renderer.count_tokens(prompt)
-            droppable = [i for i, m in enumerate(messages) if m.get("role") != "system"]
-            if n <= budget or len(droppable) <= 1:
-                break
-            warnings.warn(
-                f"prompt of {n} tokens exceeds the context window ({self.max_context} minus "
-                f"{req.max_new_tokens} for the answer): dropping the oldest message",
-                stacklevel=3,
-            )
-            del messages[droppable[0]]
+
+        def fit(dropped: int) -> tuple[list[Mapping[str, Any]], str, int]:
+            kept = _drop_oldest(req.messages, dropped)
+            prompt = self.renderer.render_prompt(kept, tools, examples=examples or None)
+            return kept, prompt, self.renderer.count_tokens(prompt)
+
+        messages, prompt, n = fit(0)
+        total = sum(m.get("role") != "system" for m in req.messages)
+        if n > budget and total > 1:
+            # The most of the newest non-system messages that fit: one of them must, then
+            # doubling up from one and bisecting, O(log n) renders of at most the kept prompt.
+            full = n
+            best = fit(total - 1)  # the latest message alone
+            if best[2] <= budget:
+                good, bad = 1, total
+                probe = 2
+                while probe < bad:
+                    got = fit(total - probe)
+                    if got[2] > budget:
+                        bad = probe
+                        break
+                    good, best = probe, got
+                    probe *= 2
+                while bad - good > 1:
+                    mid = (good + bad) // 2
+                    got = fit(total - mid)
+                    if got[2] <= budget:
+                        good, best = mid, got
+                    else:
+                        bad = mid
+                warnings.warn(
+                    f"prompt of {full} tokens exceeds the context window ({self.max_context} "
+                    f"minus {req.max_new_tokens} for the answer): dropped the {total - good} "
+                    f"oldest of {total} messages ({best[2]} tokens left)",
+                    stacklevel=3,
+                )
+            messages, prompt, n = best
         if n > budget:
             raise ValueError(
                 f"the last message alone needs {n} prompt tokens; the context window allows "
@@ -277,6 +321,11 @@ class TurnEngine:
             content = text
         else:
             calls, invalid, content = parse_calls(text, turn.allowed)
+        finish = stats.finish_reason[row] if stats.finish_reason else "stop"
+        if finish == "length" and turn.allowed:
+            req = turn.request
+            forced = resolve_tool_choice(req.tool_choice, req.tools)[0] == "required"
+            invalid, content = _cut_by_budget(text, invalid, content, req.max_new_tokens, forced)
         return TurnResult(
             text=text,
             content=content,
@@ -284,7 +333,7 @@ class TurnEngine:
             invalid_calls=invalid,
             prompt_tokens=stats.prompt_tokens[row] if stats.prompt_tokens else 0,
             completion_tokens=stats.generated_tokens[row] if stats.generated_tokens else 0,
-            finish_reason=stats.finish_reason[row] if stats.finish_reason else "stop",
+            finish_reason=finish,
             steering=turn.info,
         )
 
@@ -364,6 +413,46 @@ _CLOSING_MARGIN = 4
 """Extra tokens kept for closing a call (token boundaries differ from the example's)."""
 
 
+def _drop_oldest(messages: Sequence[Mapping[str, Any]], dropped: int) -> list[Mapping[str, Any]]:
+    """The messages without the ``dropped`` oldest non-system ones (system messages stay)."""
+    kept: list[Mapping[str, Any]] = []
+    for m in messages:
+        if dropped and m.get("role") != "system":
+            dropped -= 1
+            continue
+        kept.append(m)
+    return kept
+
+
+def _cut_by_budget(
+    text: str, invalid: list[InvalidToolCall], content: str, budget: int, forced: bool
+) -> tuple[list[InvalidToolCall], str]:
+    """The invalid calls and content of a text the token budget ended: a call it cut inside
+    its opening marker (``<tool_``) is an invalid call, not content (when a call was forced,
+    or the fragment is all the text there is), and a call it cut open says so.
+
+    Returns:
+        ``(invalid calls, content)``.
+    """
+    invalid = list(invalid)
+    blocks = call_blocks(text)
+    if blocks and not blocks[-1].closed:  # only the last block can be open; it is invalid
+        last = invalid[-1]
+        error = f"the token budget ({budget}) ended the call: {last.error}"
+        invalid[-1] = InvalidToolCall(last.name, last.args, last.id, error)
+        return invalid, content
+    head, opened = text_before_calls(content)
+    fragment = content[len(head) :]
+    if opened or not fragment or (head and not forced):
+        return invalid, content
+    error = (
+        f"the token budget ({budget}) ended the call inside its opening marker "
+        f"({fragment!r}): allow more tokens (max_tokens)"
+    )
+    invalid.append(InvalidToolCall(None, "", new_call_id(), error))
+    return invalid, head.rstrip()
+
+
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
     hits = [text.find(s) for s in stops if s and s in text]
     return min(hits) if hits else None
@@ -378,6 +467,8 @@ def _steering_info(
         "steered": steered,
         "trajectories": [],
     }
+    if isinstance(retrieval, _Unavailable):
+        info["reason"] = MEMORY_UNAVAILABLE
     if retrieval is not None:
         info["trajectories"] = [
             {"id": tid, "weight": round(float(w), 4), "similarity": round(float(s), 4)}
@@ -386,3 +477,39 @@ def _steering_info(
             )
         ]
     return info
+
+
+@dataclass
+class _Unavailable:
+    """The retrieval of a turn whose memory could not be reached: nothing to steer with."""
+
+    vector: SteeringVector | None = None
+    value_vector: SteeringVector | None = None
+    trajectory_ids: list[str] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+    similarities: list[float] = field(default_factory=list)
+    examples: list[tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
+    reason: str = MEMORY_UNAVAILABLE
+
+
+class UnavailableMemory:
+    """A memory that could not be opened (its Chroma server is down): every retrieval raises
+    the error that opening it raised, so the turn runs unsteered (see
+    :meth:`TurnEngine.retrieve`).
+
+    Args:
+        error: The :class:`~fints_agent.memory.errors.StoreUnavailableError` of opening it.
+    """
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def retrieve(
+        self,
+        user_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        tools: Sequence[Any] | None = None,
+        **settings: Any,
+    ) -> RetrievalLike:
+        """Raise the error of opening the memory."""
+        raise self.error

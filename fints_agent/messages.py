@@ -26,8 +26,6 @@ from langchain_core.messages import (
 )
 
 if TYPE_CHECKING:
-    from langchain_core.messages import AIMessageChunk
-
     from fints_agent.turn import TurnResult
 
 __all__ = [
@@ -36,7 +34,6 @@ __all__ = [
     "call_dict",
     "dumps_args",
     "feedback_chat",
-    "last_chunk",
     "to_chat_dicts",
     "usage_metadata",
 ]
@@ -119,28 +116,85 @@ def feedback_chat(messages: Sequence[MessageLikeRepresentation]) -> list[dict[st
     LangChain messages, ``(role, content)`` tuples, strings (user messages) and OpenAI-style
     dicts go through :func:`langchain_core.messages.convert_to_messages`; a plain
     ``{"role", "content"}`` dict of a role this module renders is kept as it is (so extra keys
-    such as ``tool_calls`` in the renderer's own form survive).
+    survive), except that the ``tool_calls`` of an assistant dict are written in the renderer's
+    form ``{"name", "arguments": {...}, "id"}``, whether given in that form, in OpenAI's
+    (``{"id", "function": {"name", "arguments": "<json>"}}``) or in LangChain's (``args``).
 
     Raises:
         UnsupportedContentError: Image, audio or file content, or an unknown message type.
-        ValueError: A message LangChain cannot read.
+        ValueError: A message LangChain cannot read (a value that is not a message at all
+            included), or a tool call without a name or with arguments that are not a JSON
+            object.
     """
     if isinstance(messages, (str, BaseMessage, Mapping)):
         messages = [messages]  # one message given alone
+    try:
+        items = list(messages)
+    except TypeError:
+        raise ValueError(
+            f"messages must be a sequence of messages (or one message), not {messages!r}"
+        ) from None
     out: list[dict[str, Any]] = []
-    for m in messages:
+    for i, m in enumerate(items):
         if (
             isinstance(m, Mapping)
             and isinstance(m.get("content", ""), str)
             and m.get("role") in _ROLES
         ):
-            out.append(dict(m))
-        else:
-            out += to_chat_dicts(convert_to_messages([m]))
+            entry = dict(m)
+            if entry["role"] == "assistant" and entry.get("tool_calls"):
+                entry["tool_calls"] = [
+                    _renderer_call(call, f"message {i}") for call in entry["tool_calls"]
+                ]
+            out.append(entry)
+            continue
+        try:
+            converted = convert_to_messages([m])
+        except (NotImplementedError, TypeError, ValueError, KeyError) as exc:
+            raise ValueError(
+                f"message {i}: {m!r} is not a message LangChain can read: {exc}"
+            ) from exc
+        out += to_chat_dicts(converted)
     return out
 
 
 _ROLES = frozenset({"system", "user", "assistant", "tool"})
+
+
+def _renderer_call(call: Any, where: str) -> dict[str, Any]:
+    """A tool call of an assistant dict in the renderer's form ``{"name", "arguments", "id"}``
+    (a call already in that form is kept as it is; ``id`` only when the call has one).
+
+    Raises:
+        ValueError: No name, or arguments that are not a JSON object.
+    """
+    if not isinstance(call, Mapping):
+        raise ValueError(f"{where}: a tool call must be a dict, not {call!r}")
+    if isinstance(call.get("name"), str) and isinstance(call.get("arguments"), Mapping):
+        return dict(call)
+    function = call.get("function")
+    source = function if isinstance(function, Mapping) else call
+    name = source.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: tool call {call!r} has no name")
+    arguments = source.get("arguments", source.get("args", {}))
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{where}: the arguments of tool call {name!r} are not valid JSON: {exc}"
+            ) from exc
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, Mapping):
+        raise ValueError(
+            f"{where}: the arguments of tool call {name!r} must be a JSON object, not {arguments!r}"
+        )
+    out = {"name": name, "arguments": dict(arguments)}
+    if "id" in call:
+        out["id"] = call["id"]
+    return out
 
 
 def dumps_args(arguments: dict[str, Any]) -> str:
@@ -180,33 +234,4 @@ def ai_message(result: TurnResult, metadata: dict[str, Any]) -> AIMessage:
         ],
         usage_metadata=usage_metadata(result),
         response_metadata=metadata,
-    )
-
-
-def last_chunk(result: TurnResult, content: str, metadata: dict[str, Any]) -> AIMessageChunk:
-    """The last chunk of a streamed turn: text not shown yet, every call as a tool-call chunk
-    (an invalid call's arguments carry its error first, so that they never parse into
-    ``tool_calls``), usage and response metadata."""
-    from langchain_core.messages import AIMessageChunk
-    from langchain_core.messages.tool import tool_call_chunk
-
-    chunks = [
-        tool_call_chunk(name=c.name, args=dumps_args(c.arguments), id=c.id, index=i)
-        for i, c in enumerate(result.calls)
-    ]
-    chunks += [
-        tool_call_chunk(
-            name=c.name,
-            args=f"<invalid: {c.error}> {c.args}",
-            id=c.id,
-            index=len(result.calls) + i,
-        )
-        for i, c in enumerate(result.invalid_calls)
-    ]
-    return AIMessageChunk(
-        content=content,
-        tool_call_chunks=chunks,
-        usage_metadata=usage_metadata(result),
-        response_metadata=metadata,
-        chunk_position="last",
     )

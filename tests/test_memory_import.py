@@ -184,7 +184,8 @@ def test_a_failed_write_is_undone(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(pop, "add", broken)  # the last of the three writes
+    # The last of the three writes; handles wrap one Chroma collection, so patch that.
+    monkeypatch.setattr(pop.raw, "add", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         store.import_user(path)
     monkeypatch.undo()

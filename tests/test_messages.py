@@ -168,12 +168,6 @@ def test_tool_calls_round_trip_through_feedback_and_the_prompt() -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: feedback_chat keeps an OpenAI-style assistant dict as it is, so its tool calls "
-    "stay in OpenAI's form ({'function': {'name', 'arguments': '<json>'}}) and the prompt "
-    "renderer then fails on them with KeyError('name')",
-)
 def test_openai_style_tool_calls_become_the_renderers_form() -> None:
     openai = {
         "role": "assistant",
@@ -275,12 +269,27 @@ def test_feedback_chat_refuses_content_a_text_model_cannot_read() -> None:
         feedback_chat([HumanMessage([image])])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: feedback_chat documents ValueError for a message LangChain cannot read, but a "
-    "non-message value raises NotImplementedError (from convert_to_messages) or TypeError",
-)
 @pytest.mark.parametrize("message", [[7], [None], [("user",)], 7, None])
 def test_feedback_chat_refuses_what_is_not_a_message_with_a_value_error(message: Any) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"not a message|sequence of messages") as caught:
         feedback_chat(message)
+    assert not isinstance(caught.value, UnsupportedContentError)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{"}},
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "[1]"}},
+        {"id": "c1", "args": {"city": "Oslo"}},
+        "get_weather",
+    ],
+)
+def test_feedback_chat_refuses_a_malformed_tool_call_clearly(call: Any) -> None:
+    with pytest.raises(ValueError, match=r"message 0: .*tool call"):
+        feedback_chat([{"role": "assistant", "content": "", "tool_calls": [call]}])
+
+
+def test_langchain_style_tool_calls_in_a_dict_become_the_renderers_form() -> None:
+    [entry] = feedback_chat([{"role": "assistant", "content": "", "tool_calls": [CALL]}])
+    assert entry["tool_calls"] == [{"name": "get_weather", "arguments": CALL["args"], "id": "c1"}]

@@ -192,7 +192,19 @@ _HEAVY = ("torch", "transformers", "chromadb", "langchain", "langchain_core", "x
 
 @pytest.mark.parametrize(
     "argv",
-    [["--help"], ["eval", "personal", "--help"], ["eval", "bfcl", "--help"], ["setup", "--help"]],
+    [
+        ["--help"],
+        ["-h"],
+        ["eval", "personal", "--help"],
+        ["eval", "bfcl", "--help"],
+        ["setup", "--help"],
+        ["demo", "--help"],
+        ["bench", "--help"],
+        ["tune", "--help"],
+        ["memory", "--help"],
+        ["memory", "stats", "--help"],
+        ["memory", "import", "-h"],
+    ],
 )
 def test_help_imports_no_heavy_module(argv: list[str]) -> None:
     script = (
@@ -209,6 +221,33 @@ def test_help_imports_no_heavy_module(argv: list[str]) -> None:
     )
     assert "usage: fints-agent" in done.stdout
     assert done.stdout.splitlines()[-1] == "HEAVY []"
+
+
+@pytest.mark.parametrize("argv", [["memory", "--help"], ["memory", "export", "--help"]])
+def test_memory_help_is_the_help_of_the_memory_commands(argv: list[str]) -> None:
+    """The memory commands' help, built without their package, is the help they give once it
+    is imported."""
+    script = (
+        "import sys\n"
+        "{imports}"
+        "from fints_agent.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+    )
+    alone, imported = (
+        subprocess.run(
+            [sys.executable, "-c", script.format(imports=imports)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        for imports in ("", "import fints_agent.memory\n")
+    )
+    assert "usage: fints-agent memory" in alone
+    assert alone == imported
 
 
 def test_lazy_exports_resolve() -> None:

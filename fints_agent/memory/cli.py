@@ -19,6 +19,16 @@ of older versions, which have no checksum, unless given ``--allow-unchecked``.
 ``--store`` defaults to ``$FINTS_MEMORY_STORE``, else ``memory`` under the user cache directory
 (the chat model's default). The same functions run standalone:
 ``python -m fints_agent.memory.cli stats``.
+
+A Chroma server with token authentication takes its token from ``$FINTS_AGENT_CHROMA_TOKEN`` (or
+``--token``); one with basic authentication takes ``--store http://USER:PASSWORD@host:port``.
+``--tenant`` and ``--database`` choose where on the server the store lives. A refused token
+exits with code 2 and says so; the token is never printed.
+
+An embedded store (a directory) is open in one process at a time: while an agent has it open,
+these commands refuse it (exit code 2, naming the process that holds it). To inspect or manage a
+store an agent is using, put it on a Chroma server (``chroma run --path DIR``) and give both its
+URL. ``recover`` never touches an operation whose writer is still running.
 """
 
 from __future__ import annotations
@@ -54,7 +64,13 @@ def _open(args: argparse.Namespace, *, must_exist: bool = True) -> Any:
     location = args.store or default_store()
     if must_exist and "://" not in location and not os.path.isdir(location):
         raise StoreError(f"no store at {location} (give --store PATH_OR_URL)")
-    return TrajectoryStore(location, collection_prefix=args.prefix)
+    return TrajectoryStore(
+        location,
+        collection_prefix=args.prefix,
+        token=args.token,
+        tenant=args.tenant,
+        database=args.database,
+    )
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -187,6 +203,17 @@ def add_memory_commands(subparsers: Any) -> argparse.ArgumentParser:
         help=f"store directory or Chroma server URL (default: ${STORE_ENV} or the user cache)",
     )
     common.add_argument("--prefix", default="fints", help="collection prefix (default: fints)")
+    common.add_argument(
+        "--token",
+        default=None,
+        help="token of a Chroma server with token authentication (default: "
+        "$FINTS_AGENT_CHROMA_TOKEN, which keeps it out of the process list); a server with "
+        "basic authentication takes http://USER:PASSWORD@host:port as --store",
+    )
+    common.add_argument("--tenant", default=None, help="Chroma tenant (default: default_tenant)")
+    common.add_argument(
+        "--database", default=None, help="Chroma database (default: default_database)"
+    )
     common.add_argument("--json", action="store_true", help="print JSON")
 
     memory = subparsers.add_parser(
@@ -245,7 +272,13 @@ def add_memory_commands(subparsers: Any) -> argparse.ArgumentParser:
     p.set_defaults(func=_guard(_cmd_import))
 
     p = sub.add_parser("recover", parents=[common], help="finish operations a crash interrupted")
-    p.add_argument("--grace", type=float, default=0.0, help="skip operations younger than this")
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=0.0,
+        help="also skip operations younger than this many seconds (operations of a writer "
+        "still running are always skipped)",
+    )
     p.add_argument("--full", action="store_true", help="also cross-check every user")
     p.set_defaults(func=_guard(_cmd_recover))
     return memory

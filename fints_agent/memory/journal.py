@@ -8,12 +8,20 @@ after its vector, so a reader never sees a trajectory without its vector. Vector
 trajectory by a crash are never returned, and :meth:`Writer.recover` (run when a store is opened,
 for journal entries older than a grace period) deletes them. Deletes and forgets remove the
 trajectory records first, are journaled the same way, and are completed on recovery.
+
+Each journal entry names its writer (:class:`~fints_agent.memory.lock.ProcessIdentity`: host,
+boot, pid and the process's start time), and recovery never touches an entry whose writer is
+still running: a thread of this process in the middle of the write, or another process that is
+alive (one with the same pid but another start time is not). An entry whose writer cannot be
+checked (it ran on another machine sharing a Chroma server, or was journaled by an earlier
+version) counts as in flight until it is :data:`UNCHECKED_WRITER_GRACE` seconds old.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -23,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from fints_agent.memory.chroma import Collections, is_not_found
+from fints_agent.memory.lock import ProcessIdentity, this_process, writer_state
 from fints_agent.memory.records import (
     TrajectoryRecord,
     population_metadata,
@@ -30,11 +39,25 @@ from fints_agent.memory.records import (
     vector_metadata,
 )
 
-__all__ = ["RecoveryReport", "Writer"]
+__all__ = ["UNCHECKED_WRITER_GRACE", "RecoveryReport", "Writer"]
 
 logger = logging.getLogger(__name__)
 
 _ADD_CHUNK = 64
+
+UNCHECKED_WRITER_GRACE = 600.0
+"""Seconds a journal entry whose writer cannot be checked from here (another machine, or no
+writer recorded) counts as in flight: recovery leaves it alone until it is this old."""
+
+# Journal entries of this process whose write is still going (recovery in this process skips
+# them; an entry of this process not in here was left by a write that failed).
+_in_flight: set[str] = set()
+_in_flight_lock = threading.Lock()
+
+
+def _settled(entry: str) -> None:
+    with _in_flight_lock:
+        _in_flight.discard(entry)
 
 
 @dataclass
@@ -47,6 +70,9 @@ class RecoveryReport:
         deleted: Records removed to complete interrupted deletes and forgets.
         superseded: Supersession marks re-applied.
         dangling: Trajectories removed because their vector was missing (full check only).
+        in_flight: Operations left alone because their writer is still running (or cannot be
+            checked and is younger than :data:`UNCHECKED_WRITER_GRACE`); their records are
+            not touched by the full check either.
     """
 
     journal_entries: int = 0
@@ -54,6 +80,7 @@ class RecoveryReport:
     deleted: int = 0
     superseded: int = 0
     dangling: int = 0
+    in_flight: int = 0
 
 
 class Writer:
@@ -68,6 +95,7 @@ class Writer:
 
     # -- the journal ----------------------------------------------------------------------------
     def _begin(self, op: str, user_id: str, ids: Sequence[str], **extra: Any) -> str:
+        """Journal an operation (in flight until :meth:`_end` or :func:`_settled`)."""
         entry = uuid.uuid4().hex
         meta = {
             "op": op,
@@ -75,12 +103,22 @@ class Writer:
             "ids": json.dumps(list(ids)),
             "created_at": time.time(),
             "extra": json.dumps(extra),
+            "writer": this_process().to_json(),
         }
-        self.collections.journal().add(ids=[entry], embeddings=[[0.0]], metadatas=[meta])
+        with _in_flight_lock:  # before the entry exists, so recovery never sees it unclaimed
+            _in_flight.add(entry)
+        try:
+            self.collections.journal().add(ids=[entry], embeddings=[[0.0]], metadatas=[meta])
+        except BaseException:
+            _settled(entry)
+            raise
         return entry
 
     def _end(self, entry: str) -> None:
-        self.collections.journal().delete(ids=[entry])
+        try:
+            self.collections.journal().delete(ids=[entry])
+        finally:
+            _settled(entry)
 
     # -- adding ---------------------------------------------------------------------------------
     def reserve_seq(self, user_id: str, n: int) -> int:
@@ -105,21 +143,26 @@ class Writer:
             ids = [r.id for r in group]
             supersede = [(r.supersedes, r.id) for r in group if r.supersedes]
             entry = self._begin("add", user_id, ids, supersede=supersede)
-            if not rollback:
-                self._write(user_id, group, supersede)
-                self._end(entry)
-                return
             try:
-                self._write(user_id, group, supersede)
-            except BaseException:
+                if not rollback:
+                    self._write(user_id, group, supersede)
+                    self._end(entry)
+                    return
                 try:
-                    self._delete_ids(user_id, ids)
-                except Exception:
-                    logger.exception("rolling back %d trajectories of %r failed", len(ids), user_id)
-                    raise  # the journal entry stays: recover() completes the rollback
+                    self._write(user_id, group, supersede)
+                except BaseException:
+                    try:
+                        self._delete_ids(user_id, ids)
+                    except Exception:
+                        logger.exception(
+                            "rolling back %d trajectories of %r failed", len(ids), user_id
+                        )
+                        raise  # the journal entry stays: recover() completes the rollback
+                    self._end(entry)
+                    raise
                 self._end(entry)
-                raise
-            self._end(entry)
+            finally:
+                _settled(entry)  # a failed write's entry is left for recovery
 
     def _write(
         self,
@@ -186,16 +229,22 @@ class Writer:
         if not present:
             return 0
         entry = self._begin("delete", user_id, present)
-        self._delete_ids(user_id, present)
-        self._end(entry)
+        try:
+            self._delete_ids(user_id, present)
+            self._end(entry)
+        finally:
+            _settled(entry)
         return len(present)
 
     def forget(self, user_id: str) -> None:
         """Delete a user's collection, vectors and population entries (journaled)."""
         entry = self._begin("forget", user_id, [])
-        with self.collections.user_lock(user_id):
-            self._delete_user_records(user_id, before=None)
-        self._end(entry)
+        try:
+            with self.collections.user_lock(user_id):
+                self._delete_user_records(user_id, before=None)
+            self._end(entry)
+        finally:
+            _settled(entry)
 
     def _delete_ids(self, user_id: str, ids: list[str]) -> None:
         """Delete ids everywhere: the trajectory record first, then vector and population."""
@@ -260,7 +309,11 @@ class Writer:
             now = time.time()
             for entry, meta in zip(got["ids"], got["metadatas"], strict=True):
                 meta = meta or {}
-                if now - float(meta.get("created_at", now)) < grace_seconds:
+                age = now - float(meta.get("created_at", now))
+                if age < grace_seconds:
+                    continue
+                if _writer_running(entry, meta, age):
+                    report.in_flight += 1
                     continue
                 report.journal_entries += 1
                 self._recover_entry(meta, report)
@@ -268,6 +321,16 @@ class Writer:
         if full:
             self._check_all(report)
         return report
+
+    def _journaled_ids(self) -> set[str]:
+        """The ids of every operation in the journal now (those left alone by recovery)."""
+        journal = self.collections.journal(create=False)
+        if journal is None:
+            return set()
+        ids: set[str] = set()
+        for meta in journal.get(include=["metadatas"])["metadatas"]:
+            ids.update(json.loads(str((meta or {}).get("ids", "[]"))))
+        return ids
 
     def _recover_entry(self, meta: Mapping[str, Any], report: RecoveryReport) -> None:
         op, user_id = meta.get("op"), str(meta.get("user_id", ""))
@@ -296,7 +359,13 @@ class Writer:
             )
 
     def _check_all(self, report: RecoveryReport) -> None:
-        """Cross-check every vector against its user's trajectories (reads the whole store)."""
+        """Cross-check every vector against its user's trajectories (reads the whole store).
+
+        Writes may go on meanwhile: the ids of operations still journaled (in flight) are left
+        alone, and what looks orphaned or dangling is read again before it is removed (a write
+        that ended since has its trajectory; a vector is always written before its trajectory).
+        """
+        cols = self.collections
         v = self.collections.vectors()
         vector_ids: dict[str, set[str]] = {}
         if v is not None:
@@ -309,8 +378,19 @@ class Writer:
             t = self.collections.trajectories(user_id) if user_id else None
             t_ids = set(t.get(include=[])["ids"]) if t is not None else set()
             v_ids = vector_ids.get(user_id, set())
-            orphans = sorted(v_ids - t_ids)
-            dangling = sorted(t_ids - v_ids)
+            orphan_set, dangling_set = v_ids - t_ids, t_ids - v_ids
+            if orphan_set or dangling_set:
+                busy = self._journaled_ids()
+                orphan_set -= busy
+                dangling_set -= busy
+            if orphan_set and user_id:
+                t_now = cols.collection(cols.name("t", user_id), fresh=True)
+                if t_now is not None:
+                    orphan_set -= set(t_now.get(ids=sorted(orphan_set), include=[])["ids"])
+            if dangling_set and v is not None:
+                dangling_set -= set(v.get(ids=sorted(dangling_set), include=[])["ids"])
+            orphans = sorted(orphan_set)
+            dangling = sorted(dangling_set)
             if orphans:
                 report.orphan_vectors += len(orphans)
                 if v is not None:
@@ -321,3 +401,15 @@ class Writer:
                 )
                 report.dangling += len(dangling)
                 self._delete_ids(user_id, dangling)
+
+
+def _writer_running(entry: str, meta: Mapping[str, Any], age: float) -> bool:
+    """Whether a journal entry's writer may still be at it (recovery then leaves it alone)."""
+    writer = ProcessIdentity.from_json(meta["writer"]) if "writer" in meta else None
+    state = writer_state(writer)
+    if state == "alive" and writer == this_process():
+        with _in_flight_lock:  # this process: is that write still going, or did it fail?
+            return entry in _in_flight
+    if state == "unknown":
+        return age < UNCHECKED_WRITER_GRACE
+    return state == "alive"

@@ -36,6 +36,11 @@ __all__ = ["Memory"]
 class Memory:
     """Records users' trajectories with steering vectors and retrieves them per turn.
 
+    Threads of one process share a memory. A memory on a directory (an embedded store) holds it
+    for this process until :meth:`close` or the process ends: another process that opens the
+    directory gets :class:`~fints_agent.memory.errors.StoreBusyError`. Processes that serve the
+    same users share a memory on a Chroma server (a URL as ``store``).
+
     Args:
         lm: The model vectors are computed on (and, for ``embedder="lm"``, embeddings).
         store: A :class:`TrajectoryStore`, or its location (a directory or a server URL).
@@ -72,8 +77,13 @@ class Memory:
         cache_size: Decoded vectors kept in memory (ids are immutable, so never stale), and
             request embeddings kept (an agent loop asks again for the same request after each
             tool result).
+        token: For ``store`` given as a server URL: the server's token (default:
+            ``$FINTS_AGENT_CHROMA_TOKEN``; see :class:`TrajectoryStore`). Never shown.
+        tenant: For a server URL: the Chroma tenant (default: ``default_tenant``).
+        database: For a server URL: the Chroma database (default: ``default_database``).
 
     Raises:
+        StoreBusyError: ``store`` is a directory another process has open.
         StoreLayoutError: The store holds vectors of another model, layers or embedder.
     """
 
@@ -99,9 +109,15 @@ class Memory:
         auto_supersede: float | None = None,
         supersede_corrected: bool = True,
         cache_size: int = 256,
+        token: Any = None,
+        tenant: str | None = None,
+        database: str | None = None,
     ) -> None:
         self.lm = lm
-        self.store = store if isinstance(store, TrajectoryStore) else TrajectoryStore(store)
+        if isinstance(store, TrajectoryStore):
+            self.store = store
+        else:
+            self.store = TrajectoryStore(store, token=token, tenant=tenant, database=database)
         self.embedder = make_embedder(embedder, lm)
         if renderer is None:
             from fints_agent.prompting import PromptRenderer
@@ -407,6 +423,11 @@ class Memory:
             StoreLayoutError: The file's vectors are of another model, layers or embedder.
         """
         return self.store.import_user(path, as_user=as_user, allow_unchecked=allow_unchecked)
+
+    def close(self) -> None:
+        """Close the store (see :meth:`TrajectoryStore.close`): another process may then open
+        an embedded one. The memory is not usable afterwards."""
+        self.store.close()
 
     def stats(self) -> dict[str, Any]:
         """The store's statistics plus this memory's settings."""

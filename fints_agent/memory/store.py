@@ -5,14 +5,21 @@ kept, and why: :mod:`~fints_agent.memory.chroma`; what one stored trajectory hol
 :mod:`~fints_agent.memory.records`; how writes stay whole through a crash:
 :mod:`~fints_agent.memory.journal`; export files: :mod:`~fints_agent.memory.transfer`.
 
+An embedded store (a directory) serves one process at a time: opening it takes the directory's
+lock (:mod:`~fints_agent.memory.lock`), and another process that opens it gets
+:class:`~fints_agent.memory.errors.StoreBusyError`, the ``fints-agent memory`` commands
+included, until the first one closes it or ends. Processes share a store through a Chroma
+server (``chroma run --path DIR``, then its URL as the location).
+
 Example:
-    >>> store = TrajectoryStore("./memory")                 # embedded
-    >>> store = TrajectoryStore("http://127.0.0.1:8000")    # a Chroma server
+    >>> store = TrajectoryStore("./memory")                 # embedded, this process only
+    >>> store = TrajectoryStore("http://127.0.0.1:8000")    # a Chroma server, shared
     >>> store.users(), store.count("alice")
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -20,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from fints_agent.memory.chroma import PREFIX_PATTERN, Collections, open_client
+from fints_agent.memory.chroma import PREFIX_PATTERN, Collections, open_client, redact_location
 from fints_agent.memory.errors import StoreError, StoreLayoutError
 from fints_agent.memory.journal import RecoveryReport, Writer
 from fints_agent.memory.layout import StoreLayout
+from fints_agent.memory.lock import StoreLock, lock_store
 from fints_agent.memory.reader import Reader
 from fints_agent.memory.records import TrajectoryRecord, check_user_id, value_problem
 from fints_agent.memory.transfer import (
@@ -43,15 +51,33 @@ class TrajectoryStore:
     Thread-safe: several threads may add, query and delete for different users (and the same
     user) at once.
 
+    One process at a time for an embedded store: opening a directory locks it for this process
+    (stores of one process on the same directory share the lock), and a second process gets
+    :class:`~fints_agent.memory.errors.StoreBusyError`, for reading too (it would not see the
+    first one's writes, and could fail reading them). :meth:`close` (or the end of the
+    ``with`` block, or of the process, however it ends) releases the lock. Several processes
+    share a store through a Chroma server: pass its URL. A store on a server takes no lock.
+
     Args:
         location: A directory (embedded store) or an ``http(s)://host:port`` URL (server).
         collection_prefix: Prefix of the store's collection names (several stores can share a
             server or directory under different prefixes).
         recover_after: On open, complete or roll back operations interrupted more than this
-            many seconds ago (``None``: do not recover on open).
-        client: An already open Chroma client to use instead of ``location``.
+            many seconds ago (``None``: do not recover on open). Operations of a writer still
+            running are never touched (see :meth:`recover`).
+        client: An already open Chroma client to use instead of ``location`` (no lock is
+            taken: the one-process rule of an embedded client is then the caller's to keep).
+        token: The token of a Chroma server with token authentication (a string or a
+            ``SecretStr``; default: ``$FINTS_AGENT_CHROMA_TOKEN``). A server with basic
+            authentication takes ``http(s)://USER:PASSWORD@host:port`` instead. Never shown.
+        tenant: The Chroma tenant (default: ``default_tenant``).
+        database: The Chroma database (default: ``default_database``).
 
     Raises:
+        StoreAuthError: The server refused the credentials, or they cannot be used (see
+            :func:`~fints_agent.memory.chroma.open_client`).
+        StoreUnavailableError: The server does not answer.
+        StoreBusyError: The store is a directory another process has open.
         StoreError: The location cannot be opened or the prefix is not usable.
 
     Example:
@@ -67,15 +93,37 @@ class TrajectoryStore:
         collection_prefix: str = "fints",
         recover_after: float | None = 600.0,
         client: Any = None,
+        token: Any = None,
+        tenant: str | None = None,
+        database: str | None = None,
     ) -> None:
         if not PREFIX_PATTERN.fullmatch(collection_prefix):
             raise StoreError(
                 f"collection_prefix {collection_prefix!r} must match {PREFIX_PATTERN.pattern}"
             )
-        self.location = str(location)
+        self.location = redact_location(location)  # a URL's password is never shown
         self.prefix = collection_prefix
-        self.client = client if client is not None else open_client(location)
-        self.collections = Collections(self.client, collection_prefix)
+        self._lock: StoreLock | None = None
+        if client is None and "://" not in self.location:
+            # The lock first: a second process must not even open the Chroma directory.
+            self._lock = lock_store(location)
+            try:
+                # One spelling per directory, so this process's stores share Chroma's instance.
+                client = open_client(
+                    Path(location).expanduser().resolve(),
+                    token=token,
+                    tenant=tenant,
+                    database=database,
+                )
+            except BaseException:
+                self._lock.release()
+                raise
+            self._closer = weakref.finalize(self, _close, client, self._lock)
+            self._closer.atexit = False  # the OS releases the lock of an ending process
+        elif client is None:
+            client = open_client(location, token=token, tenant=tenant, database=database)
+        self.client = client
+        self.collections = Collections(self.client, collection_prefix, where=self.location)
         self.reader = Reader(self.collections)
         self.writer = Writer(self.collections)
         self._layout: StoreLayout | None = None
@@ -84,6 +132,22 @@ class TrajectoryStore:
 
     def __repr__(self) -> str:
         return f"TrajectoryStore({self.location!r}, collection_prefix={self.prefix!r})"
+
+    def close(self) -> None:
+        """Close an embedded store: its Chroma client, and this process's hold on its lock.
+
+        Another process can open the store once every store of this process on it is closed
+        (or garbage-collected). The store is not usable afterwards. Closing twice, or a store
+        on a server or a given client, does nothing.
+        """
+        if self._lock is not None:
+            self._closer()
+
+    def __enter__(self) -> TrajectoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- layout ---------------------------------------------------------------------------------
     @property
@@ -305,9 +369,17 @@ class TrajectoryStore:
         """Complete or roll back operations that a crash interrupted.
 
         Interrupted adds lose the vectors whose trajectory record was never written;
-        interrupted deletes and forgets are completed. Only journal entries older than
-        ``grace_seconds`` are touched, so a writer still running in another process is left
-        alone. With ``full``, every user's vectors and trajectories are also cross-checked.
+        interrupted deletes and forgets are completed. Never touched: an operation whose writer
+        is still running (a thread of this process in the middle of it, or another process
+        that is alive: each journal entry names its writer's pid and start time, so a reused
+        pid does not count), nor one whose writer cannot be checked (another machine on a
+        shared server) until it is ten minutes old; they are counted as ``in_flight``. Also
+        skipped: entries younger than ``grace_seconds``. With ``full``, every user's vectors
+        and trajectories are also cross-checked, leaving those of operations in flight alone.
+
+        An embedded store is open in one process only, so this recovers what that process's
+        earlier runs left; a store on a server can be recovered from any process, while its
+        writers run.
 
         Returns:
             What was found and done.
@@ -405,3 +477,13 @@ class TrajectoryStore:
         if per_user:
             out["per_user"] = counts
         return out
+
+
+def _close(client: Any, lock: StoreLock) -> None:
+    """Close an embedded store's Chroma client, then release its lock (once)."""
+    try:
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+    finally:
+        lock.release()
