@@ -10,7 +10,8 @@ personalized dataset (``--data``, default both generated ones: ``personal_webapi
 2. What corrections add: ``rag+steer`` on the same turns and memory with the supersession
    marks ignored (what a memory recorded with ``Memory(supersede_corrected=False)`` retrieves).
 3. One correction is enough: the corrections protocol (``eval personal --corrections``) on the
-   users whose preference changed: every turn after the change answered, then corrected.
+   users whose preference changed, every method with a memory: every turn after the change
+   answered, then corrected.
 4. BFCL, unsteered (``simple_python``, ``multiple``, ``parallel``, ``irrelevance``,
    ``live_simple``, the first ``--bfcl-limit`` cases of each), and BFCL "no harm"
    (``simple_python`` steered with one user's mean vector). ``--bfcl-from`` carries these
@@ -45,7 +46,15 @@ DATASETS = (
     ROOT / "examples" / "data" / "personal_lifestyle.jsonl",
 )
 BFCL_CATEGORIES = ("simple_python", "multiple", "parallel", "irrelevance", "live_simple")
-ABLATION = "rag+steer, no superseding"
+ABLATED = ("steer", "rag+steer")
+"""Methods also run with the trajectories that corrections superseded mixed as before."""
+
+
+def ablation_label(method: str) -> str:
+    """The label of a method's run with superseded trajectories mixed."""
+    return f"{method}, no superseding"
+
+
 LM_METHODS = ("zero-shot", "rag", "steer", "rag+steer")
 CORRECTION_TARGETS = {"rag+steer": {"1": 0.8, "2": 0.9}, "steer": {"1": 0.7}}
 
@@ -245,12 +254,15 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
                 (rate["new"] or 0.0) >= need if rate else None,
             )
         )
-    before, after = data["constant"].get(ABLATION), data["constant"].get("rag+steer")
-    if before and after:
+    for method in ABLATED:
+        before = data["constant"].get(ablation_label(method))
+        after = data["constant"].get(method)
+        if not (before and after):
+            continue
         drop = (before["call_acc"] or 0.0) - (after["call_acc"] or 0.0)
         rows.append(
             (
-                "constant users: rag+steer call accuracy drops by <= 1 point with superseding",
+                f"constant users: {method} call accuracy drops by <= 1 point with superseding",
                 f"{after['call_acc']:.3f} vs {before['call_acc']:.3f} without "
                 f"({-100 * drop:+.1f} points, n={after['n']})",
                 drop <= 0.01 + 1e-9,
@@ -370,37 +382,40 @@ def run_dataset(
         summaries[method], rows[method] = runs.get(
             "personal", method, functools.partial(run_personal, lm, records, method, **common)
         )
-    if "rag+steer" in methods:
 
-        def ablation() -> Any:
-            # The same kept store with supersession marks ignored: what a memory recorded with
-            # supersede_corrected=False retrieves (the vectors do not depend on the marks).
-            picked = select_test_records(group_by_user(records), args.limit)
-            answered = [r for r in records if r.user_id in picked]
-            options = {"vectors": config.vector_kind}
-            with history_memory(
-                lm, answered, cache=True, options=options, progress=not args.quiet
-            ) as kept:
-                memory = kept.memory
-                memory.retrieve = functools.partial(  # type: ignore[method-assign]
-                    memory.retrieve, include_superseded=True
-                )
-                return run_personal(
-                    lm,
-                    records,
-                    "rag+steer",
-                    config=config,
-                    limit=args.limit,
-                    batch_size=args.batch_size,
-                    copy_strings=args.copy_strings,
-                    memory=memory,
-                    progress=not args.quiet,
-                )
+    def ablation(method: str) -> Any:
+        # The same kept store with supersession marks ignored: what a memory recorded with
+        # supersede_corrected=False retrieves (the vectors do not depend on the marks).
+        picked = select_test_records(group_by_user(records), args.limit)
+        answered = [r for r in records if r.user_id in picked]
+        options = {"vectors": config.vector_kind}
+        with history_memory(
+            lm, answered, cache=True, options=options, progress=not args.quiet
+        ) as kept:
+            memory = kept.memory
+            memory.retrieve = functools.partial(  # type: ignore[method-assign]
+                memory.retrieve, include_superseded=True
+            )
+            return run_personal(
+                lm,
+                records,
+                method,
+                config=config,
+                limit=args.limit,
+                batch_size=args.batch_size,
+                copy_strings=args.copy_strings,
+                memory=memory,
+                progress=not args.quiet,
+            )
 
-        summaries[ABLATION], rows[ABLATION] = runs.get("personal", ABLATION, ablation)
+    for method in [m for m in ABLATED if m in methods]:
+        label = ablation_label(method)
+        summaries[label], rows[label] = runs.get(
+            "personal", label, functools.partial(ablation, method)
+        )
     curves: dict[str, dict[str, Any]] = {}
     corrections: dict[str, dict[str, Any]] = {}
-    for method in methods:
+    for method in [m for m in methods if m != "zero-shot"]:  # no memory: nothing to correct
         summary, _ = runs.get(
             "corrections",
             method,
@@ -464,8 +479,8 @@ def _dataset_section(data: dict[str, Any]) -> list[str]:
         "",
         *_personal_table(every),
         "",
-        f"`{ABLATION}`: the same turns and memory, with the trajectories that corrections "
-        "superseded mixed as before (what superseding adds).",
+        "`METHOD, no superseding`: the same turns and memory, with the trajectories that "
+        "corrections superseded mixed as before (what superseding adds).",
         "",
         "By user kind (function / call accuracy):",
         "",
@@ -499,7 +514,8 @@ def _dataset_section(data: dict[str, Any]) -> list[str]:
         f"({turns} turns, history and test) is answered, then recorded as the user's feedback, "
         "with the model's call rejected when it was wrong. Share of the turns where the change "
         "matters that follow the new preference, by the corrections the user gave in the "
-        "domain before the turn (`zero-shot` has no memory: its line is flat):",
+        "domain before the turn (zero-shot has no memory to correct: its share is in the table "
+        "above):",
         "",
         *_corrections_table(data["curves"]),
         "",
