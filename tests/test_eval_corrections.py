@@ -7,12 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from test_eval_personal import DATA, FakeEngine, HashEmbedder
+from tiny import tiny_lm
 
 from fints_agent.eval.dataset import PersonalRecord, load_records
 from fints_agent.eval.personal import by_corrections, corrections_records, run_corrections
 from fints_agent.eval.personal.corrections import corrections_before
-from tests.test_eval_personal import DATA, FakeEngine, HashEmbedder
-from tests.tiny import tiny_lm
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from fints_agent.calls.specs import to_tool_specs
-from fints_agent.memory.corrections import contradicted, decision_of, makes_decision
-from fints_agent.memory.negatives import Call
-from fints_agent.memory.records import TrajectoryRecord
-from tests.memory_fixtures import (
+from memory_fixtures import (
     TRAVEL_TOOLS,
     WEATHER_TOOLS,
     make_memory,
@@ -19,6 +14,11 @@ from tests.memory_fixtures import (
     user_msg,
     weather_item,
 )
+
+from fints_agent.calls.specs import to_tool_specs
+from fints_agent.memory.corrections import contradicted, decision_of, makes_decision
+from fints_agent.memory.negatives import Call
+from fints_agent.memory.records import TrajectoryRecord
 
 WEATHER = {s.name: s for s in to_tool_specs(WEATHER_TOOLS)}
 TRAVEL = {s.name: s for s in to_tool_specs(TRAVEL_TOOLS)}
