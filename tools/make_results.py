@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
         if earlier.get("fingerprint") != lm.fingerprint:
             parser.error(f"{args.bfcl_from} is of another model")
         bfcl_reports, no_harm = earlier.get("bfcl", []), earlier.get("bfcl_no_harm")
-        bfcl_note = f" (carried over from an earlier run, `{args.bfcl_from.name}`)"
+        bfcl_note = " (carried over from an earlier run of the same model)"
     elif not args.skip_bfcl:
         from fints_agent.eval.dataset import load_records
         from fints_agent.eval.run_bfcl import run_bfcl, run_bfcl_no_harm
@@ -624,7 +624,9 @@ def main(argv: list[str] | None = None) -> int:
         no_harm.pop("machine", None)
 
     total_s = time.perf_counter() - began
-    machine = machine_info()
+    # The machine the personalized runs reported (kept runs: theirs, not this process's).
+    first: dict[str, Any] = next(iter(per_data[0]["summaries"].values()), {}) if per_data else {}
+    machine = first.get("machine") or machine_info()
     report_md = _render(
         args, lm, config, tuned, machine, per_data, bfcl_reports, no_harm, bfcl_note
     )
