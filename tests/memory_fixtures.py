@@ -61,6 +61,23 @@ WEATHER_TOOLS: list[dict[str, Any]] = [
     },
 ]
 
+WEATHER_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather forecast for a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "maxLength": 8},
+                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+            },
+            "required": ["city", "units"],
+        },
+    },
+}
+"""One weather tool whose city is short (calls stay within small token budgets)."""
+
 TRAVEL_TOOLS: list[dict[str, Any]] = [
     {
         "type": "function",

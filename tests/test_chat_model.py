@@ -17,6 +17,7 @@ import pytest
 import torch
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.tools import tool
+from memory_fixtures import WEATHER_TOOL
 from pydantic import BaseModel, Field
 from tiny import SHORT, bounded_tool, saved_tiny_smol
 
@@ -359,23 +360,6 @@ def test_user_id_from_graph_config_and_metadata(tiny_dir: Path, tmp_path: Path) 
     assert msg.response_metadata["fints"]["user_id"] == "meta"
     assert llm.invoke("hi").response_metadata["fints"]["user_id"] == "field-user"
     assert llm.invoke("hi", user_id="kw").response_metadata["fints"]["user_id"] == "kw"
-
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather forecast for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "maxLength": 8},
-                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "units"],
-        },
-    },
-}
 
 
 def test_steering_only_with_relevant_history(tiny_dir: Path, tmp_path: Path) -> None:

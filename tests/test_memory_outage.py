@@ -16,27 +16,13 @@ from typing import Any
 import pytest
 from chroma_servers import ChromaServer
 from conftest import _free_port
+from memory_fixtures import WEATHER_TOOL
 from tiny import saved_tiny_smol
 
 from fints_agent.chat_model import FintsChatModel
 from fints_agent.config import RetrievalConfig, SteeringConfig
 from fints_agent.memory import StoreError, StoreUnavailableError
 
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather forecast for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "maxLength": 8},
-                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "units"],
-        },
-    },
-}
 REQUEST = "What's the weather in Berlin?"
 
 

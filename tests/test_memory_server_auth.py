@@ -18,7 +18,7 @@ import bcrypt
 import pytest
 from chroma_servers import BASIC_AUTHN, TOKEN_AUTHN, ChromaServer
 from langchain_core.load import dumpd
-from memory_fixtures import HashEmbedder, tiny, weather_item
+from memory_fixtures import WEATHER_TOOL, HashEmbedder, tiny, weather_item
 from tiny import saved_tiny_smol
 
 from fints_agent.chat_model import FintsChatModel
@@ -71,23 +71,6 @@ def _chain(exc: BaseException) -> str:
         parts.append(f"{seen!r} {seen}")
         seen = seen.__cause__ or seen.__context__
     return "\n".join(parts)
-
-
-WEATHER_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Weather forecast for a city.",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "city": {"type": "string", "maxLength": 8},
-                "units": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            },
-            "required": ["city", "units"],
-        },
-    },
-}
 
 
 def test_no_token_is_refused_with_a_clear_error(token_server: ChromaServer) -> None:
