@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from fints_agent.calls import (
@@ -105,6 +105,7 @@ class TurnEngine:
         if req.personalization == "none" or req.user_id is None or self.memory is None:
             return None
         from fints_agent.memory.errors import StoreUnavailableError
+        from fints_agent.memory.retrieval import Retrieval
 
         cfg = self.retrieval
         try:
@@ -119,7 +120,7 @@ class TurnEngine:
             )
         except StoreUnavailableError as exc:
             logger.warning("turn of user %r runs unsteered: %s", req.user_id, exc)
-            return _Unavailable()
+            return Retrieval(req.user_id, None, reason=MEMORY_UNAVAILABLE)
 
     def render(
         self, req: TurnRequest, retrieval: RetrievalLike | None, *, offered: bool = True
@@ -467,7 +468,7 @@ def _steering_info(
         "steered": steered,
         "trajectories": [],
     }
-    if isinstance(retrieval, _Unavailable):
+    if getattr(retrieval, "reason", None) == MEMORY_UNAVAILABLE:
         info["reason"] = MEMORY_UNAVAILABLE
     if retrieval is not None:
         info["trajectories"] = [
@@ -477,19 +478,6 @@ def _steering_info(
             )
         ]
     return info
-
-
-@dataclass
-class _Unavailable:
-    """The retrieval of a turn whose memory could not be reached: nothing to steer with."""
-
-    vector: SteeringVector | None = None
-    value_vector: SteeringVector | None = None
-    trajectory_ids: list[str] = field(default_factory=list)
-    weights: list[float] = field(default_factory=list)
-    similarities: list[float] = field(default_factory=list)
-    examples: list[tuple[list[dict[str, Any]], dict[str, Any]]] = field(default_factory=list)
-    reason: str = MEMORY_UNAVAILABLE
 
 
 class UnavailableMemory:
