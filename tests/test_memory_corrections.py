@@ -16,7 +16,12 @@ from memory_fixtures import (
 )
 
 from fints_agent.calls.specs import to_tool_specs
-from fints_agent.memory.corrections import contradicted, decision_of, makes_decision
+from fints_agent.memory.corrections import (
+    contradicted,
+    decision_of,
+    makes_decision,
+    rejected_decisions,
+)
 from fints_agent.memory.negatives import Call
 from fints_agent.memory.records import TrajectoryRecord
 
@@ -65,12 +70,16 @@ def test_contradicted_picks_only_older_calls_making_a_rejected_decision() -> Non
     chosen = Call("get_weather", {"city": "Lima", "units": "fahrenheit"})
     rejected = [Call("get_weather", {"city": "Lima", "units": "celsius"})]
     # The forecast tool was not rejected: its celsius habit stays.
-    assert contradicted(chosen, rejected, WEATHER.values(), older) == ["c1"]
-    assert contradicted(chosen, [], WEATHER.values(), older) == []
+    assert contradicted(chosen, rejected_decisions(chosen, rejected, WEATHER.values()), older) == [
+        "c1"
+    ]
+    assert contradicted(chosen, rejected_decisions(chosen, [], WEATHER.values()), older) == []
     # A rejected tool retires an older use of it only where that turn chose it over the tool
     # chosen now ("c2"), not where the request asked for it ("asked" rejected only values).
     whole_tool = [Call("get_forecast", {"city": "Lima", "days": 1, "units": "celsius"})]
-    assert contradicted(chosen, whole_tool, WEATHER.values(), older) == ["c2"]
+    assert contradicted(
+        chosen, rejected_decisions(chosen, whole_tool, WEATHER.values()), older
+    ) == ["c2"]
 
 
 def _feedback(memory: Any, user: str, i: int, units: str, rejected_units: str | None) -> str:

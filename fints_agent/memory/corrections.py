@@ -33,7 +33,7 @@ from fints_agent.memory.records import TrajectoryRecord
 
 _MISSING = object()
 
-__all__ = ["Decision", "contradicted", "decision_of", "makes_decision"]
+__all__ = ["Decision", "contradicted", "decision_of", "makes_decision", "rejected_decisions"]
 
 Decision = tuple[str, dict[str, Any]]
 """A rejected decision: a tool name, and the argument values rejected with it (empty: the
@@ -80,30 +80,36 @@ def _chose_over(old: TrajectoryRecord, tool: str) -> bool:
     return any(isinstance(r, Mapping) and r.get("name") == tool for r in old.rejected)
 
 
+def rejected_decisions(
+    chosen: Call, rejected: Sequence[Call], specs: Iterable[ToolSpec]
+) -> list[Decision]:
+    """The decisions a trajectory's rejected calls refuse (see :func:`decision_of`).
+
+    Args:
+        chosen: The trajectory's chosen call.
+        rejected: Its rejected calls (given by the user's feedback, not built ones).
+        specs: The tools offered with it.
+    """
+    by_name = {s.name: s for s in specs}
+    return [d for r in rejected if (d := decision_of(chosen, r, by_name.get(r.name))) is not None]
+
+
 def contradicted(
-    chosen: Call,
-    rejected: Sequence[Call],
-    specs: Iterable[ToolSpec],
-    older: Iterable[TrajectoryRecord],
+    chosen: Call, decisions: Sequence[Decision], older: Iterable[TrajectoryRecord]
 ) -> list[str]:
-    """Ids of the older trajectories whose chosen call makes a decision ``rejected`` refuses.
+    """Ids of the older trajectories whose chosen call makes one of the rejected ``decisions``.
 
     Args:
         chosen: The new trajectory's chosen call.
-        rejected: Its rejected calls (given by the user's feedback, not built ones).
-        specs: The tools offered with it.
-        older: The user's older trajectories (``id``, ``chosen`` and ``rejected`` are read).
+        decisions: What its rejected calls refuse (:func:`rejected_decisions`).
+        older: The user's older trajectories (``id`` and ``chosen`` are read, and ``rejected``
+            where a decision rejects a whole tool).
 
     Example:
-        >>> contradicted(Call("ride", {}), [Call("transit", {})], specs, [old_transit_trip])
+        >>> decisions = rejected_decisions(Call("ride", {}), [Call("transit", {})], specs)
+        >>> contradicted(Call("ride", {}), decisions, [old_transit_trip])
         ['3f2a...']
     """
-    by_name = {s.name: s for s in specs}
-    decisions = [
-        d for r in rejected if (d := decision_of(chosen, r, by_name.get(r.name))) is not None
-    ]
-    if not decisions:
-        return []
     out = []
     for o in older:
         for name, values in decisions:

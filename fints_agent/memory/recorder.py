@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fints_agent.calls.request import retrieval_text
-from fints_agent.memory.corrections import contradicted
+from fints_agent.memory.corrections import contradicted, makes_decision, rejected_decisions
 from fints_agent.memory.embed import Embedder
 from fints_agent.memory.layout import StoreLayout
 from fints_agent.memory.negatives import (
@@ -276,18 +276,24 @@ class Recorder:
         """Mark the older trajectories that ``record``'s given rejected calls contradict."""
         if not self.supersede_corrected or not p.rejected:
             return 0
+        decisions = rejected_decisions(p.chosen, p.rejected, p.specs)
+        if not decisions:
+            return 0
         older = [
             o
             for o in self.store.get(
-                p.user_id,
-                include_superseded=False,
-                with_payload=True,
-                tools=[c.name for c in p.rejected],
+                p.user_id, include_superseded=False, tools=[name for name, _ in decisions]
             )
-            if o.seq < record.seq and o.id != record.id
+            if o.seq < record.seq
+            and o.id != record.id
+            and any(makes_decision(o.chosen, d) for d in decisions)
         ]
+        if older and any(not values for _, values in decisions):
+            # A rejected tool needs the older trajectories' rejected calls (their payload),
+            # read for these few only.
+            older = self.store.get(p.user_id, [o.id for o in older], with_payload=True)
         marked = 0
-        for old_id in contradicted(p.chosen, p.rejected, p.specs, older):
+        for old_id in contradicted(p.chosen, decisions, older):
             marked += self.store.mark_superseded(p.user_id, old_id, record.id)
         if marked:
             logger.debug("trajectory %s supersedes %d corrected ones", record.id, marked)
