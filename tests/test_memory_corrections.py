@@ -17,6 +17,7 @@ from memory_fixtures import (
 
 from fints_agent.calls.specs import to_tool_specs
 from fints_agent.memory.corrections import (
+    ANY_TOOL,
     contradicted,
     decision_of,
     makes_decision,
@@ -69,17 +70,81 @@ def test_contradicted_picks_only_older_calls_making_a_rejected_decision() -> Non
     ]
     chosen = Call("get_weather", {"city": "Lima", "units": "fahrenheit"})
     rejected = [Call("get_weather", {"city": "Lima", "units": "celsius"})]
-    # The forecast tool was not rejected: its celsius habit stays.
+    # Rejected units are rejected in every tool that has them: the forecasts in celsius too.
     assert contradicted(chosen, rejected_decisions(chosen, rejected, WEATHER.values()), older) == [
-        "c1"
+        "c1",
+        "c2",
+        "asked",
     ]
     assert contradicted(chosen, rejected_decisions(chosen, [], WEATHER.values()), older) == []
     # A rejected tool retires an older use of it only where that turn chose it over the tool
     # chosen now ("c2"), not where the request asked for it ("asked" rejected only values).
-    whole_tool = [Call("get_forecast", {"city": "Lima", "days": 1, "units": "celsius"})]
+    whole_tool = [Call("get_forecast", {"city": "Lima", "days": 1, "units": "fahrenheit"})]
     assert contradicted(
         chosen, rejected_decisions(chosen, whole_tool, WEATHER.values()), older
     ) == ["c2"]
+    # ... and its units, where the chosen call sets them differently, as above.
+    other_units = [Call("get_forecast", {"city": "Lima", "days": 1, "units": "celsius"})]
+    assert rejected_decisions(chosen, other_units, WEATHER.values()) == [
+        ("get_forecast", {}),
+        (ANY_TOOL, {"units": "celsius"}),
+    ]
+    assert contradicted(
+        chosen, rejected_decisions(chosen, other_units, WEATHER.values()), older
+    ) == ["c1", "c2", "asked"]
+
+
+FOOD = {
+    s.name: s
+    for s in to_tool_specs(
+        [
+            {
+                "type": "function",
+                "function": {
+                    "name": "search_restaurants",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {
+                            "cuisine": {"enum": ["thai", "italian", "indian"]},
+                            "service": {"enum": ["ubereats", "deliveroo"]},
+                        },
+                    },
+                },
+            }
+        ]
+    )
+}
+
+
+def test_each_rejected_value_counts_on_its_own() -> None:
+    # The model's wrong call has the old cuisine and a service the user never used: the old
+    # cuisine is rejected whatever the service of the older calls.
+    chosen = Call("search_restaurants", {"cuisine": "italian", "service": "ubereats"})
+    wrong = Call("search_restaurants", {"cuisine": "thai", "service": "deliveroo"})
+    decisions = rejected_decisions(chosen, [wrong], FOOD.values())
+    assert decisions == [
+        ("search_restaurants", {"cuisine": "thai"}),
+        (ANY_TOOL, {"cuisine": "thai"}),
+        ("search_restaurants", {"service": "deliveroo"}),
+        (ANY_TOOL, {"service": "deliveroo"}),
+    ]
+    older = [
+        _old("thai", "search_restaurants", cuisine="thai", service="ubereats"),
+        _old("indian", "search_restaurants", cuisine="indian", service="ubereats"),
+    ]
+    assert contradicted(chosen, decisions, older) == ["thai"]
+    # Choices the rejected call only leaves out stay one decision, of that tool.
+    bare = Call("search_restaurants", {})
+    assert rejected_decisions(chosen, [bare], FOOD.values()) == [
+        ("search_restaurants", {"cuisine": None, "service": None})
+    ]
+    assert makes_decision(
+        {"name": "get_forecast", "arguments": {"units": "celsius"}},
+        (ANY_TOOL, {"units": "celsius"}),
+    )
+    assert not makes_decision(
+        {"name": "get_forecast", "arguments": {}}, (ANY_TOOL, {"units": None})
+    )
 
 
 def _feedback(memory: Any, user: str, i: int, units: str, rejected_units: str | None) -> str:
@@ -150,3 +215,31 @@ def test_corrections_within_one_batch_and_when_turned_off(
     ids = off.record_many([{**x, "user_id": "carol"} for x in items], progress=False)
     r = off.retrieve("carol", user_msg("what is the weather in paris now"))
     assert set(r.trajectory_ids) == set(ids)
+
+
+def test_a_units_correction_supersedes_the_old_units_of_another_tool(
+    store_location: str,
+) -> None:
+    memory = make_memory(store_location, k=5)
+    forecasts = []
+    for i in range(2):
+        city = ["Oslo", "Rome"][i]
+        forecasts.append(
+            memory.record(
+                user_id="alice",
+                messages=user_msg(f"weather in {city} for the next days"),
+                tools=WEATHER_TOOLS,
+                chosen={
+                    "name": "get_forecast",
+                    "arguments": {"city": city, "days": 3, "units": "celsius"},
+                },
+            )
+        )
+    trip = memory.record(**travel_item("alice", 0, "transit"))
+    # "Fahrenheit, not celsius" on the current weather.
+    correction = _feedback(memory, "alice", 4, "fahrenheit", "celsius")
+    listed = {t.id: t for t in memory.list_trajectories("alice")}
+    assert all(listed[f].superseded_by == correction for f in forecasts)
+    assert listed[trip].superseded_by is None
+    r = memory.retrieve("alice", user_msg("weather in Lima for the next days"), WEATHER_TOOLS)
+    assert r.trajectory_ids == [correction]

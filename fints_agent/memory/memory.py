@@ -72,7 +72,7 @@ class Memory:
             supersedes it (``None``: only explicit ``supersedes``).
         supersede_corrected: A trajectory recorded with rejected calls supersedes the user's
             older trajectories whose chosen call makes a decision it rejects (another tool, or
-            other enum and boolean values): a correction wins over older habits at once (see
+            a rejected enum or boolean value): a correction wins over older habits at once (see
             :mod:`~fints_agent.memory.corrections`).
         cache_size: Decoded vectors kept in memory (ids are immutable, so never stale), and
             request embeddings kept (an agent loop asks again for the same request after each

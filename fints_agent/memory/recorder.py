@@ -21,7 +21,12 @@ from typing import Any
 import numpy as np
 
 from fints_agent.calls.request import retrieval_text
-from fints_agent.memory.corrections import contradicted, makes_decision, rejected_decisions
+from fints_agent.memory.corrections import (
+    ANY_TOOL,
+    contradicted,
+    makes_decision,
+    rejected_decisions,
+)
 from fints_agent.memory.embed import Embedder
 from fints_agent.memory.layout import StoreLayout
 from fints_agent.memory.negatives import (
@@ -67,9 +72,9 @@ class Recorder:
             supersedes it (``None``: only explicit ``supersedes``).
         supersede_corrected: A trajectory recorded with rejected calls (the user's correction)
             supersedes the user's older trajectories whose chosen call makes a decision it
-            rejects: the rejected call's tool, or the enum and boolean values in which the
-            rejected call differs from the chosen one (see
-            :mod:`~fints_agent.memory.corrections`). Built negatives never supersede.
+            rejects: the rejected call's tool, or any one enum or boolean value that the
+            rejected call sets differently from the chosen one, in any tool with that argument
+            (see :mod:`~fints_agent.memory.corrections`). Built negatives never supersede.
     """
 
     def __init__(
@@ -282,7 +287,11 @@ class Recorder:
         older = [
             o
             for o in self.store.get(
-                p.user_id, include_superseded=False, tools=[name for name, _ in decisions]
+                p.user_id,
+                include_superseded=False,
+                tools=None
+                if any(name == ANY_TOOL for name, _ in decisions)
+                else [name for name, _ in decisions],
             )
             if o.seq < record.seq
             and o.id != record.id
