@@ -22,7 +22,13 @@ from tiny import tiny_lm
 
 from fints_agent.calls import ToolCall as EngineCall
 from fints_agent.config import Preset
-from fints_agent.eval.dataset import PersonalRecord, group_by_user, load_records, parse_record
+from fints_agent.eval.dataset import (
+    PersonalRecord,
+    ToolSpec,
+    group_by_user,
+    load_records,
+    parse_record,
+)
 from fints_agent.eval.dev_split import pick_users, tuning_split
 from fints_agent.eval.personal import (
     METHODS,
@@ -410,6 +416,35 @@ def test_follow_label_compares_only_what_differs() -> None:
     walk = {"name": "get_directions", "arguments": {"origin": "a", "destination": "b"}}
     assert follow_label(walk, ride, walk) == "old"
     assert follow_label(ride, ride, walk) == "new"
+
+
+def test_follow_label_with_tools_compares_the_choices_not_copied_strings() -> None:
+    def tool(name: str, properties: dict[str, Any]) -> ToolSpec:
+        parameters = {"type": "object", "properties": properties}
+        return ToolSpec.model_validate(
+            {"type": "function", "function": {"name": name, "parameters": parameters}}
+        )
+
+    tools = [
+        tool("add_review", {"asin": {"type": "string"}, "review": {"type": "string"}}),
+        tool("search", {"query": {"type": "string"}, "sort": {"enum": ["price", "rating"]}}),
+    ]
+    new = {"name": "add_review", "arguments": {"asin": "B01", "review": "it broke"}}
+    old = {"name": "search", "arguments": {"query": "charger", "sort": "price"}}
+    miscopied = {"name": "add_review", "arguments": {"asin": "B01", "review": "I bought it"}}
+    # The right tool with a miscopied review follows the new preference (the copy is an
+    # argument error); without the tools every differing argument counts.
+    assert follow_label(miscopied, new, old, tools) == "new"
+    assert follow_label(miscopied, new, old) == "neither"
+    # The old tool with its old choice follows the old preference whatever its query says.
+    assert follow_label({**old, "arguments": {"query": "x", "sort": "price"}}, new, old, tools) == (
+        "old"
+    )
+    # An enum value still decides between two calls of one tool.
+    rated = {"name": "search", "arguments": {"query": "charger", "sort": "rating"}}
+    assert follow_label(rated, rated, old, tools) == "new"
+    assert follow_label(old, rated, old, tools) == "old"
+    assert follow_label({"name": "add_review", "arguments": {}}, rated, old, tools) == "neither"
 
 
 # --------------------------------------------------------------------------------------------

@@ -502,8 +502,9 @@ def _dataset_section(data: dict[str, Any]) -> list[str]:
         "### Users whose preference changed",
         "",
         "Test turns of `changed` users where the old and the new preference give different "
-        "calls; a prediction follows a preference when its tool and the arguments that differ "
-        "between the two calls match that preference's call.",
+        "calls; a prediction follows a preference when its tool and the enum and boolean "
+        "arguments that differ between the two calls match that preference's call (free strings "
+        "copied from the request are argument accuracy, not a preference).",
         "",
         *_changed_table(data["changed"]),
         "",

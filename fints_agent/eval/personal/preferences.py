@@ -8,7 +8,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from fints_agent.eval.scoring import values_equal
@@ -71,18 +71,41 @@ def old_preference_call(
     return None
 
 
+def _choice_arguments(tools: Sequence[Any], name: Any) -> set[str]:
+    """The enum and boolean arguments of the offered tool ``name`` (dataset tool specs)."""
+    for tool in tools:
+        function = getattr(tool, "function", None)
+        if function is None or function.name != name:
+            continue
+        properties = (function.parameters or {}).get("properties") or {}
+        return {
+            k
+            for k, p in properties.items()
+            if isinstance(p, Mapping) and ("enum" in p or p.get("type") == "boolean")
+        }
+    return set()
+
+
 def follow_label(
-    predicted: Mapping[str, Any] | None, chosen: Mapping[str, Any], old: Mapping[str, Any]
+    predicted: Mapping[str, Any] | None,
+    chosen: Mapping[str, Any],
+    old: Mapping[str, Any],
+    tools: Sequence[Any] | None = None,
 ) -> str:
     """Whether a prediction follows the new preference, the old one, or neither.
 
     Only what distinguishes the two calls is compared: the tool name and the arguments whose
-    values differ between them.
+    values differ between them. With ``tools`` (the record's offered tools), only the enum and
+    boolean ones among those arguments count: a preference is a tool and its choices, and a
+    free string copied from the request (a place, a review) wrongly is an argument error,
+    which call accuracy counts, not the old preference.
 
     Args:
         predicted: The predicted call (None: no call).
         chosen: The gold call (new preference).
         old: The call of the old preference.
+        tools: The offered tools (``PersonalRecord.tools``); None compares every differing
+            argument.
 
     Returns:
         ``"new"``, ``"old"`` or ``"neither"``.
@@ -96,6 +119,10 @@ def follow_label(
         for k in dict.fromkeys([*new_args, *old_args])
         if not (k in new_args and k in old_args and values_equal(new_args[k], old_args[k]))
     ]
+    if tools is not None:
+        choices = _choice_arguments(tools, chosen.get("name"))
+        choices |= _choice_arguments(tools, old.get("name"))
+        keys = [k for k in keys if k in choices]
     args = predicted.get("arguments")
     args = args if isinstance(args, Mapping) else {}
 

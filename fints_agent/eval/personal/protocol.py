@@ -317,7 +317,7 @@ def _answer_all(
         domain = str((o.record.meta or {}).get("domain", ""))
         old = old_preference_call(o.record, old_prefs.get(o.record.user_id, {}).get(domain))
         if old is not None:
-            follows[i] = follow_label(o.call, o.record.chosen.as_dict(), old)
+            follows[i] = follow_label(o.call, o.record.chosen.as_dict(), old, o.record.tools)
 
     summary: dict[str, Any] = {"method": method}
     summary.update(summarize_outcomes(outcomes, follows))
