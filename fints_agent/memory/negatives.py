@@ -54,6 +54,7 @@ __all__ = [
     "call_choices",
     "contrasts_tool",
     "fill_arguments",
+    "is_choice",
     "normalize_call",
     "plain_messages",
     "tool_specs",
@@ -197,7 +198,8 @@ def _properties(spec: ToolSpec) -> dict[str, Any]:
     return dict(props) if isinstance(props, Mapping) else {}
 
 
-def _is_choice(schema: Any) -> bool:
+def is_choice(schema: Any) -> bool:
+    """Whether an argument's schema is a choice: an enum or a boolean (a preference, not text)."""
     return isinstance(schema, Mapping) and (
         isinstance(schema.get("enum"), list) or schema.get("type") == "boolean"
     )
@@ -212,7 +214,7 @@ def _choice_values(schema: Mapping[str, Any]) -> list[Any]:
 def call_choices(call: Call, spec: ToolSpec) -> dict[str, Any]:
     """The call's values of enum and boolean arguments (its preferences, not copied text)."""
     props = _properties(spec)
-    return {k: v for k, v in call.arguments.items() if _is_choice(props.get(k))}
+    return {k: v for k, v in call.arguments.items() if is_choice(props.get(k))}
 
 
 def contrasts_tool(chosen: Mapping[str, Any], rejected: Sequence[Mapping[str, Any]]) -> bool:
@@ -300,7 +302,7 @@ def _variants(chosen: Call, spec: ToolSpec) -> Iterable[Call]:
     options = [
         (key, [v for v in _choice_values(schema) if v != chosen.arguments[key]])
         for key, schema in props.items()
-        if _is_choice(schema) and key in chosen.arguments
+        if is_choice(schema) and key in chosen.arguments
     ]
     for i in range(max((len(values) for _, values in options), default=0)):
         for key, values in options:

@@ -73,16 +73,14 @@ def old_preference_call(
 
 def _choice_arguments(tools: Sequence[Any], name: Any) -> set[str]:
     """The enum and boolean arguments of the offered tool ``name`` (dataset tool specs)."""
+    from fints_agent.memory.negatives import is_choice  # the memory's notion of a choice
+
     for tool in tools:
         function = getattr(tool, "function", None)
         if function is None or function.name != name:
             continue
         properties = (function.parameters or {}).get("properties") or {}
-        return {
-            k
-            for k, p in properties.items()
-            if isinstance(p, Mapping) and ("enum" in p or p.get("type") == "boolean")
-        }
+        return {k for k, p in properties.items() if is_choice(p)}
     return set()
 
 
