@@ -30,7 +30,12 @@ from fints_agent.memory import (
     UnknownTrajectoryError,
 )
 from fints_agent.prompting import format_examples
-from fints_agent.steering import SteeringVector, VectorMismatchError, demonstration_vectors
+from fints_agent.steering import (
+    SteeringVector,
+    VectorMismatchError,
+    contrastive_vectors,
+    demonstration_vectors,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -287,6 +292,42 @@ def test_split_memory_keeps_both_vectors_and_retrieves_them_apart(tmp_path: Path
     torch.testing.assert_close(split.get_vector("bob", tid).tensor, c.vector.tensor)
     with pytest.raises(StoreLayoutError, match="vectors"):
         make_memory(tmp_path, prefix)  # a contrast memory on a split store
+
+
+def test_split_memory_contrasts_the_tool_name_against_other_tools_only(tmp_path: Path) -> None:
+    """A split store's first vector steers the tool name: where some rejected calls name another
+    tool, it contrasts the chosen call with those only (a same-tool variant differs in a value,
+    which the demonstration vector carries); otherwise with every rejected call."""
+    memory = make_memory(tmp_path, new_prefix(), vectors="split")
+    item = weather_item("alice", 0)
+    args = item["chosen"]["arguments"]
+    variant = {"name": "get_weather", "arguments": {**args, "units": "fahrenheit"}}
+    forecast = {"name": "get_forecast", "arguments": {**args, "days": 3}}
+    both, only_variant = memory.record_many(
+        [{**item, "rejected": [variant, forecast]}, {**item, "rejected": [variant]}],
+        progress=False,
+    )
+    specs = {s.name: s.parameters for s in to_tool_specs(WEATHER_TOOLS)}
+    render = memory.renderer.render_call
+    prompt = memory.renderer.render_prompt(item["messages"], WEATHER_TOOLS)
+    chosen = render("get_weather", args, specs["get_weather"])
+    v_variant = render("get_weather", variant["arguments"], specs["get_weather"])
+    v_forecast = render("get_forecast", forecast["arguments"], specs["get_forecast"])
+    expected = contrastive_vectors(
+        memory.lm,
+        [prompt, prompt, prompt],
+        [chosen] * 3,
+        [[v_forecast], [v_variant], [v_variant, v_forecast]],
+    )
+    got = {
+        tid: memory.store.get("alice", [tid], with_vectors=True)[0].vector
+        for tid in (both, only_variant)
+    }
+    width = memory.layout.vector_dim // 2
+    for tid, want in ((both, expected[0]), (only_variant, expected[1])):
+        np.testing.assert_allclose(got[tid][:width], want.tensor.numpy().reshape(-1), atol=1e-5)
+    mixed = expected[2].tensor.numpy().reshape(-1)
+    assert not np.allclose(got[both][:width], mixed, atol=1e-5)
 
 
 def test_other_model_and_other_embedder_are_refused(store_location: str) -> None:

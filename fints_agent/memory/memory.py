@@ -60,7 +60,8 @@ class Memory:
             :mod:`~fints_agent.steering.contrast`) or ``"demonstration"`` (the decision
             position with the chosen call shown as a worked example minus with a rejected one
             shown, :mod:`~fints_agent.steering.demonstration`; two prompt passes per rejected
-            call) or ``"split"`` (both: the contrastive vector steers the tool name, the
+            call) or ``"split"`` (both: the contrastive vector steers the tool name and
+            contrasts with the rejected calls of another tool where there are any, the
             demonstration vector enum, boolean and null argument values; see
             :attr:`Retrieval.value_vector`). A store keeps one kind.
         k: Default number of trajectories mixed per turn.

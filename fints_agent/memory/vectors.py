@@ -11,7 +11,10 @@ against (the renderer's ``render_call``), on the prompt of
 * ``"demonstration"``: the decision position with the chosen call shown as a worked example
   minus with a rejected one shown (:mod:`~fints_agent.steering.demonstration`);
 * ``"split"``: both, in this order, concatenated (:attr:`StoreLayout.parts
-  <fints_agent.memory.layout.StoreLayout.parts>` is 2).
+  <fints_agent.memory.layout.StoreLayout.parts>` is 2). The contrastive part steers the tool
+  name, so it contrasts the chosen call with the rejected calls of *another* tool where there
+  are any (a rejected call of the same tool differs in a value, which the demonstration part
+  carries; averaging it in would dilute the tool contrast), else with every rejected call.
 """
 
 from __future__ import annotations
@@ -100,13 +103,20 @@ def steering_vectors(
         batch_size=batch_size,
     )
     finishers = []
+    if layout.vectors == "split":
+        contrasted = [
+            [r for r, c in zip(rs, n, strict=True) if c.name != p.chosen.name] or rs
+            for rs, n, p in zip(rejected, negatives, items, strict=True)
+        ]
+    else:
+        contrasted = rejected
     if layout.vectors in ("contrast", "split"):
         finishers.append(
             plan_contrastive(
                 plan,
                 [renderer.render_prompt(p.messages, p.tools) for p in items],
                 chosen,
-                rejected,
+                contrasted,
                 prefixes=prefixes,
             )
         )

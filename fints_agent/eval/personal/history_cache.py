@@ -46,7 +46,7 @@ HISTORY_CACHE = "eval-history"
 """The folder of the user cache (:func:`~fints_agent.models.cache_dir`) that keeps recorded
 history stores (see :func:`history_memory` with ``cache=True``)."""
 
-_HISTORY_FORMAT = 3  # bump when what a recorded store holds changes: older stores are not reused
+_HISTORY_FORMAT = 4  # bump when what a recorded store holds changes: older stores are not reused
 _COMPLETE = "complete.json"
 # Memory options that only shape retrieval: a recorded store does not depend on them.
 _RETRIEVAL_OPTIONS = frozenset(
